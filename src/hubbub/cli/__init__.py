@@ -1,0 +1,21 @@
+"""The ``hubbub`` command: one entry point, one module per subcommand."""
+
+from __future__ import annotations
+
+import typer
+
+from hubbub.cli import evaluate, transcribe
+
+app = typer.Typer(
+    name="hubbub",
+    help="Live multi-speaker transcription you host yourself.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("transcribe")(transcribe.transcribe)
+app.command("eval")(evaluate.evaluate)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,92 @@
+"""The engine contract every backend fulfils (CPU Whisper stack, NeMo multitalker).
+
+An engine turns the audio of many live sessions into speaker-attributed segments. It is
+driven by one thread (engines are not re-entrant): the scheduler buffers each session's
+PCM, and whenever sessions have a full ``chunk_samples`` buffered it calls ``step`` ONCE
+with one chunk from each of them, so the engine can batch the work across sessions.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hubbub.transcript import Segment
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    language: str | None = None
+    max_speakers: int | None = None  # None: the engine's own ceiling
+
+
+@dataclass
+class EngineSession:
+    """Per-session state owned by an engine; subclasses add what their models need."""
+
+    id: str
+    options: SessionOptions
+    samples_in: int = 0  # audio stepped so far: the session clock
+    segments_out: int = 0  # final segments emitted, for stable ids
+
+    @property
+    def audio_s(self) -> float:
+        return self.samples_in / SAMPLE_RATE
+
+    def next_segment_id(self) -> str:
+        self.segments_out += 1
+        return f"{self.id}-{self.segments_out}"
+
+
+@dataclass
+class ChunkInput:
+    """One session's share of a step: its next chunk, and whether to flush everything.
+
+    ``flush`` is set on ``finalize``/``stop``: the engine must then turn all audio it
+    holds for the session into finals (the chunk may be shorter than ``chunk_samples``).
+    """
+
+    session: EngineSession
+    audio: np.ndarray
+    flush: bool = False
+
+
+@dataclass
+class EngineUpdate:
+    """What one step produced for one session.
+
+    ``finals`` are new immutable segments; ``partials`` is the complete current tail
+    (one segment per speaker still talking) and replaces the previous one.
+    """
+
+    session: EngineSession
+    finals: list[Segment] = field(default_factory=list)
+    partials: list[Segment] = field(default_factory=list)
+
+    @property
+    def audio_processed_s(self) -> float:
+        return self.session.audio_s
+
+
+class Engine(ABC):
+    name: str = "engine"
+    chunk_samples: int = SAMPLE_RATE // 2
+    max_speakers: int = 4
+
+    def warmup(self) -> None:  # noqa: B027 - optional hook
+        """Load and exercise models once so the first real stream starts fast."""
+
+    @abstractmethod
+    def open_session(self, session_id: str, options: SessionOptions) -> EngineSession: ...
+
+    @abstractmethod
+    def close_session(self, session: EngineSession) -> None: ...
+
+    @abstractmethod
+    def step(self, batch: Sequence[ChunkInput]) -> list[EngineUpdate]:
+        """Advance every session in ``batch`` by its chunk, in one batched call."""

@@ -1,0 +1,122 @@
+"""Cut a stream into utterances from per-frame speech probabilities.
+
+An utterance opens when a frame is confidently speech (with a little audio before it,
+so soft onsets are kept), and closes after ``min_silence_s`` of non-speech, or when it
+reaches ``max_utterance_s`` (so cost and latency stay bounded while someone talks
+without pause). Only the open utterance's audio is kept: memory does not grow with the
+length of the session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hubbub.engines.cpu.vad import FRAME
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class UtteranceConfig:
+    onset: float = 0.5
+    offset: float = 0.35
+    min_silence_s: float = 0.5
+    speech_pad_s: float = 0.3
+    min_speech_s: float = 0.25
+    max_utterance_s: float = 15.0
+
+
+@dataclass
+class Utterance:
+    start: int  # absolute sample index of the first sample
+    audio: np.ndarray
+
+    @property
+    def start_s(self) -> float:
+        return self.start / SAMPLE_RATE
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+@dataclass
+class UtteranceTracker:
+    config: UtteranceConfig = field(default_factory=UtteranceConfig)
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    buffer_start: int = 0  # absolute sample index of buffer[0]
+    scored: int = 0  # absolute samples covered by VAD frames so far
+    open_start: int | None = None  # start of the open utterance, if any
+    speech_frames: int = 0
+    silent_frames: int = 0
+    last_end: int = 0  # end of the last closed utterance: the next may not start before
+
+    @property
+    def in_speech(self) -> bool:
+        return self.open_start is not None
+
+    def open_utterance(self) -> Utterance | None:
+        if self.open_start is None:
+            return None
+        a = self.open_start - self.buffer_start
+        return Utterance(self.open_start, self.buffer[a:])
+
+    def push(self, samples: np.ndarray, probs: np.ndarray) -> list[Utterance]:
+        """Add audio and the VAD scores of the frames it completed; return closed utterances."""
+        cfg = self.config
+        self.buffer = np.concatenate([self.buffer, samples])
+        done: list[Utterance] = []
+        pad = int(cfg.speech_pad_s * SAMPLE_RATE)
+        min_silence = int(cfg.min_silence_s * SAMPLE_RATE / FRAME)
+        max_len = int(cfg.max_utterance_s * SAMPLE_RATE)
+        for p in probs:
+            frame_start = self.scored
+            self.scored += FRAME
+            if self.open_start is None:
+                if p >= cfg.onset:
+                    self.open_start = max(self.buffer_start, self.last_end, frame_start - pad)
+                    self.speech_frames, self.silent_frames = 1, 0
+                continue
+            if p < cfg.offset:
+                self.silent_frames += 1
+            else:
+                self.silent_frames = 0
+                self.speech_frames += 1
+            if self.silent_frames >= min_silence:
+                end = self.scored - self.silent_frames * FRAME + pad
+                done += self._close(end)
+            elif self.scored - self.open_start >= max_len:
+                end = self.scored
+                done += self._close(end)
+                self.open_start = end  # still talking: the next utterance starts here
+                self.speech_frames = 0
+        self._trim(pad)
+        return done
+
+    def flush(self) -> list[Utterance]:
+        """End of input (or an explicit finalize): close whatever is open."""
+        if self.open_start is None:
+            return []
+        return self._close(self.buffer_start + len(self.buffer))
+
+    def _close(self, end: int) -> list[Utterance]:
+        assert self.open_start is not None
+        start = self.open_start
+        self.last_end = end
+        enough = self.speech_frames * FRAME >= self.config.min_speech_s * SAMPLE_RATE
+        self.open_start = None
+        self.speech_frames = self.silent_frames = 0
+        if not enough:
+            return []
+        a, b = start - self.buffer_start, end - self.buffer_start
+        return [Utterance(start, self.buffer[a:b].copy())]
+
+    def _trim(self, keep: int) -> None:
+        # Keep the open utterance, or a short pre-roll for the next onset.
+        first = self.open_start if self.open_start is not None else self.scored - keep
+        drop = max(0, first - self.buffer_start)
+        if drop:
+            self.buffer = self.buffer[drop:]
+            self.buffer_start += drop

