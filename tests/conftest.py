@@ -32,3 +32,21 @@ def cpu_engine():
     engine = CpuEngine()
     engine.warmup()
     return engine
+
+
+@pytest.fixture(scope="session")
+def transcriber_url(cpu_engine, tmp_path_factory):
+    """A real transcriber service (uvicorn on a free port) on the shared CPU engine."""
+    from support.servers import serve
+
+    from hubbub.settings import Settings
+    from hubbub.transcriber.app import create_app
+
+    settings = Settings(
+        engine="cpu",
+        data_dir=str(tmp_path_factory.mktemp("store")),
+        max_sessions=3,
+        idle_timeout_s=20,
+    )
+    with serve(create_app(settings, engine=cpu_engine)) as url:
+        yield url

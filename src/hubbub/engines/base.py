@@ -77,6 +77,7 @@ class Engine(ABC):
     name: str = "engine"
     chunk_samples: int = SAMPLE_RATE // 2
     max_speakers: int = 4
+    capacity: int = 2  # live sessions this engine holds in real time on its hardware
 
     def warmup(self) -> None:  # noqa: B027 - optional hook
         """Load and exercise models once so the first real stream starts fast."""

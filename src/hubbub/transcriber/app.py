@@ -1,0 +1,109 @@
+"""The transcriber service: a complete FastAPI app on its own.
+
+``WS /v1/stream`` (live, protocol v1), ``POST /v1/audio/transcriptions`` (OpenAI-
+compatible), ``GET/DELETE /v1/sessions[/{id}]`` (stored transcripts and exports),
+``/health`` and ``/metrics`` (Prometheus).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from hubbub import __version__
+from hubbub.engines.base import Engine
+from hubbub.engines.factory import create_engine
+from hubbub.settings import Settings
+from hubbub.transcriber import files
+from hubbub.transcriber.live import handle_stream
+from hubbub.transcriber.service import Service
+from hubbub.transcript import EXPORT_FORMATS, ExportFormat, export
+
+log = logging.getLogger(__name__)
+MEDIA_TYPES = {
+    "json": "application/json",
+    "txt": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+    "rttm": "text/plain; charset=utf-8",
+}
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Models load (and warm up) at start, never on the first connection.
+        eng = engine or create_engine(settings)
+        eng.warmup()
+        svc = Service.build(settings, eng)
+        svc.scheduler.start()
+        app.state.service = svc
+        log.info("transcriber ready: engine=%s capacity=%d", eng.name, svc.scheduler.max_sessions)
+        try:
+            yield
+        finally:
+            # SIGTERM: flush every live session's buffered audio into finals first.
+            svc.scheduler.stop()
+            svc.store.close()
+
+    app = FastAPI(title="hubbub transcriber", version=__version__, lifespan=lifespan)
+    app.include_router(files.router)
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket) -> None:
+        await handle_stream(ws, ws.app.state.service)
+
+    @app.get("/health")
+    async def health(request: Request) -> dict:
+        svc: Service = request.app.state.service
+        return {
+            "status": "ok",
+            "engine": svc.engine.name,
+            "sessions": svc.scheduler.active,
+            "capacity": svc.scheduler.max_sessions,
+            "version": __version__,
+        }
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(request.app.state.service.metrics.render(), media_type="text/plain")
+
+    @app.get("/v1/sessions")
+    async def list_sessions(request: Request, limit: int = Query(100, ge=1, le=1000)) -> dict:
+        svc: Service = request.app.state.service
+        return {"sessions": [s.as_dict() for s in svc.store.list(limit)]}
+
+    @app.get("/v1/sessions/{session_id}")
+    async def get_session(
+        request: Request, session_id: str, format: str | None = Query(None)
+    ) -> Response:
+        svc: Service = request.app.state.service
+        t = svc.store.transcript(session_id)
+        if t is None:
+            raise HTTPException(404, f"no session {session_id!r}")
+        if format is None:
+            info = svc.store.info(session_id)
+            assert info is not None
+            return JSONResponse({"session": info.as_dict(), "transcript": t.model_dump()})
+        if format not in EXPORT_FORMATS:
+            raise HTTPException(400, f"format must be one of {', '.join(EXPORT_FORMATS)}")
+        fmt: ExportFormat = format  # type: ignore[assignment]
+        return PlainTextResponse(
+            export(t, fmt, file_id=session_id),
+            media_type=MEDIA_TYPES[fmt],
+            headers={"Content-Disposition": f'attachment; filename="{session_id}.{fmt}"'},
+        )
+
+    @app.delete("/v1/sessions/{session_id}")
+    async def delete_session(request: Request, session_id: str) -> dict:
+        if not request.app.state.service.store.delete(session_id):
+            raise HTTPException(404, f"no session {session_id!r}")
+        return {"deleted": session_id}
+
+    return app

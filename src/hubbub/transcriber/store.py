@@ -1,0 +1,157 @@
+"""The transcript store: embedded SQLite, every final segment written as it is produced.
+
+Survives reconnects and restarts: a session's finals can be listed, fetched, exported
+and deleted at any time. One connection serialised by a lock (writes are tiny).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubbub.transcript import Segment, Transcript
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    engine TEXT NOT NULL,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    audio_s REAL NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS segments (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    ord INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    start REAL NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (session_id, ord)
+);
+"""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    created: float
+    updated: float
+    engine: str
+    source: str
+    status: str
+    audio_s: float
+    last_seq: int
+    segments: int
+    speakers: int
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+class TranscriptStore:
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def create(self, session_id: str, engine: str, source: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO sessions (id, created, updated, engine, source, status)"
+                " VALUES (?, ?, ?, ?, ?, 'live')",
+                (session_id, now, now, engine, source),
+            )
+
+    def exists(self, session_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return row is not None
+
+    def add_finals(
+        self, session_id: str, seq: int, segments: Iterable[Segment], audio_s: float
+    ) -> None:
+        """Append finals sent in update ``seq`` (one transaction, so a crash keeps all or none)."""
+        rows = list(segments)
+        with self._lock:
+            self._db.execute("BEGIN")
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM segments WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            self._db.executemany(
+                "INSERT INTO segments (session_id, ord, seq, id, start, body) VALUES (?,?,?,?,?,?)",
+                [
+                    (session_id, count + i, seq, s.id, s.start, s.model_dump_json())
+                    for i, s in enumerate(rows)
+                ],
+            )
+            self._db.execute(
+                "UPDATE sessions SET updated = ?, audio_s = MAX(audio_s, ?), last_seq = ?"
+                " WHERE id = ?",
+                (time.time(), audio_s, seq, session_id),
+            )
+            self._db.execute("COMMIT")
+
+    def set_status(self, session_id: str, status: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE sessions SET status = ?, updated = ? WHERE id = ?",
+                (status, time.time(), session_id),
+            )
+
+    def finals_after(self, session_id: str, seq: int) -> list[tuple[int, Segment]]:
+        """Finals sent in updates after ``seq``: what a resuming client missed."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, body FROM segments WHERE session_id = ? AND seq > ? ORDER BY ord",
+                (session_id, seq),
+            ).fetchall()
+        return [(s, Segment.model_validate_json(b)) for s, b in rows]
+
+    def transcript(self, session_id: str) -> Transcript | None:
+        info = self.info(session_id)
+        if info is None:
+            return None
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM segments WHERE session_id = ? ORDER BY ord", (session_id,)
+            ).fetchall()
+        segs = [Segment.model_validate_json(b) for (b,) in rows]
+        return Transcript(session_id=session_id, duration=info.audio_s, segments=segs).sorted()
+
+    def info(self, session_id: str) -> SessionInfo | None:
+        found = self.list(session_id=session_id)
+        return found[0] if found else None
+
+    def list(self, limit: int = 100, session_id: str | None = None) -> list[SessionInfo]:
+        where, args = ("WHERE s.id = ?", [session_id]) if session_id else ("", [])
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.id, s.created, s.updated, s.engine, s.source, s.status, s.audio_s,"
+                " s.last_seq, COUNT(g.ord),"
+                " COUNT(DISTINCT json_extract(g.body, '$.speaker'))"
+                f" FROM sessions s LEFT JOIN segments g ON g.session_id = s.id {where}"
+                " GROUP BY s.id ORDER BY s.created DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        return [SessionInfo(*r) for r in rows]
+
+    def delete(self, session_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        return cur.rowcount > 0
