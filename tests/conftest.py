@@ -39,6 +39,7 @@ def transcriber_url(cpu_engine, tmp_path_factory):
     """A real transcriber service (uvicorn on a free port) on the shared CPU engine."""
     from hubbub.settings import Settings
     from hubbub.transcriber.app import create_app
+
     from support.servers import serve
 
     settings = Settings(

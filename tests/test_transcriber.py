@@ -134,6 +134,7 @@ def test_ping_and_full_server(transcriber_url):
         assert "capacity" in msg["message"]
     finally:
         for ws in open_ws:
+            ws.send('{"type": "stop"}')
             ws.close()
 
 

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(1 << 20, gt=0)
     max_session_s: float = Field(4 * 3600.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0)
+    resume_grace_s: float = Field(60.0, ge=0, description="How long a dropped session waits")
     max_upload_mb: float = Field(200.0, gt=0)
     # web app (UI + relay to the transcriber)
     transcriber_url: str = Field(

@@ -7,6 +7,7 @@ compatible), ``GET/DELETE /v1/sessions[/{id}]`` (stored transcripts and exports)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,20 @@ MEDIA_TYPES = {
 }
 
 
+async def shutdown(svc: Service, timeout_s: float = 30.0) -> None:
+    """SIGTERM: flush every live session's audio into stored finals, then stop."""
+    sessions = list(svc.live.values())
+    for session in sessions:
+        session.flush(final=True)
+    if sessions:
+        waits = [asyncio.create_task(s.done.wait()) for s in sessions]
+        _, pending = await asyncio.wait(waits, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+    svc.scheduler.stop()
+    svc.store.close()
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -48,9 +63,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         try:
             yield
         finally:
-            # SIGTERM: flush every live session's buffered audio into finals first.
-            svc.scheduler.stop()
-            svc.store.close()
+            await shutdown(svc)
 
     app = FastAPI(title="hubbub transcriber", version=__version__, lifespan=lifespan)
     app.include_router(files.router)

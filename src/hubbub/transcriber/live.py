@@ -1,10 +1,12 @@
-"""``WS /v1/stream``: one live session per connection, protocol v1 (hubbub.protocol).
+"""``WS /v1/stream``: live sessions over protocol v1 (hubbub.protocol), with resume.
 
-Two tasks per connection: the receiver decodes PCM into the scheduler's bounded buffer
-and handles control messages; the sender turns engine updates into numbered
-``transcript`` messages and writes every final to the store before sending it. A client
-that disconnects mid-stream loses nothing: its buffered audio is still flushed and its
-finals stored.
+A ``LiveSession`` outlives its connection. Its pump task turns engine updates into
+numbered ``transcript`` messages, writing every final to the store before sending it.
+A connection that drops without ``stop`` leaves the session parked for a grace period:
+the engine keeps the same speakers and clock, finals keep being stored, and a client
+that reconnects with ``session_id`` + ``last_seq`` gets every final it missed and
+continues. When the grace period ends, the buffered audio is flushed into finals, so a
+disconnect mid-stream loses nothing that was sent.
 """
 
 from __future__ import annotations
@@ -16,18 +18,12 @@ import time
 from collections import deque
 
 from fastapi import WebSocket
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from hubbub.audio import AudioError, PcmDecoder
+from hubbub.audio import SAMPLE_RATE, AudioError, PcmDecoder
 from hubbub.engines.base import SessionOptions
-from hubbub.engines.scheduler import (
-    BufferFull,
-    Delivery,
-    SchedulerFull,
-    Stream,
-    threadsafe_queue_put,
-)
+from hubbub.engines.scheduler import BufferFull, Delivery, SchedulerFull, Stream
 from hubbub.protocol import (
     CLOSE_NORMAL,
     ERROR_CLOSE_CODES,
@@ -50,25 +46,12 @@ PROGRESS_EVERY_S = 1.0
 
 
 class SessionError(Exception):
-    """Ends a session with an ``error`` message and the close code for ``code``."""
+    """Ends a connection with an ``error`` message and the close code for ``code``."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def _parse_start(raw: str) -> Start:
-    try:
-        msg = client_message.validate_json(raw)
-    except ValidationError as exc:
-        fields = {str(e["loc"][1]) for e in exc.errors() if len(e["loc"]) > 1}
-        if fields & {"encoding", "sample_rate", "channels"}:
-            raise SessionError("unsupported_audio", _first_error(exc)) from exc
-        raise SessionError("bad_message", _first_error(exc)) from exc
-    if not isinstance(msg, Start):
-        raise SessionError("no_start", f"the first message must be 'start', got {msg.type!r}")
-    return msg
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -77,8 +60,20 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}"
 
 
+def parse_start(raw: str) -> Start:
+    try:
+        msg = client_message.validate_json(raw)
+    except ValidationError as exc:
+        fields = {str(e["loc"][1]) for e in exc.errors() if len(e["loc"]) > 1}
+        code = "unsupported_audio" if fields & {"encoding", "sample_rate", "channels"} else None
+        raise SessionError(code or "bad_message", _first_error(exc)) from exc
+    if not isinstance(msg, Start):
+        raise SessionError("no_start", f"the first message must be 'start', got {msg.type!r}")
+    return msg
+
+
 class Arrivals:
-    """When each second of audio arrived, to measure final latency (bounded)."""
+    """When each stretch of audio arrived, to measure final latency (bounded)."""
 
     def __init__(self) -> None:
         self._marks: deque[tuple[float, float]] = deque()
@@ -89,151 +84,121 @@ class Arrivals:
     def latency(self, audio_s: float) -> float | None:
         while len(self._marks) > 1 and self._marks[1][0] <= audio_s:
             self._marks.popleft()
-        if not self._marks or self._marks[0][0] > audio_s + 1.0:
-            return None
         for received_s, at in self._marks:
             if received_s >= audio_s:
                 return time.monotonic() - at
         return None
 
 
+def _shift(seg: Segment, offset: float) -> Segment:
+    if not offset:
+        return seg
+    words = [
+        w.model_copy(update={"start": w.start + offset, "end": w.end + offset}) for w in seg.words
+    ]
+    return seg.model_copy(
+        update={"start": seg.start + offset, "end": seg.end + offset, "words": words}
+    )
+
+
 class LiveSession:
-    def __init__(self, ws: WebSocket, svc: Service) -> None:
-        self.ws = ws
+    """One session: its scheduler stream, its numbering, and whichever socket is attached."""
+
+    def __init__(self, svc: Service, session_id: str, start: Start, offset_s: float, seq: int):
         self.svc = svc
+        self.id = session_id
+        self.start = start
+        self.offset_s = offset_s  # clock of a session continued after its engine state was lost
+        self.seq = seq
+        self.decoder = PcmDecoder(start.sample_rate, start.channels)
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self.stream: Stream | None = None
-        self.decoder: PcmDecoder | None = None
-        self.session_id = ""
-        self.seq = 0
-        self.stopping = False
-        self.flushes_pending = 0
+        self.ws: WebSocket | None = None
+        self.send_lock = asyncio.Lock()
+        self.arrivals = Arrivals()
         self.last_partials: list[Segment] = []
         self.last_sent = 0.0
-        self.arrivals = Arrivals()
-        self.send_lock = asyncio.Lock()
-        self.segments_sent = 0
-        self.counted_s = 0.0  # audio already added to the processed-seconds counter
+        self.counted_s = 0.0
+        self.segments = 0
+        self.flushes = 0
+        self.stopping = False
+        self.done = asyncio.Event()
+        self.error: tuple[str, str] | None = None
+        self.pump: asyncio.Task | None = None
+        self.expiry: asyncio.TimerHandle | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        options = SessionOptions(language=self.start.language, max_speakers=self.start.max_speakers)
+
+        def deliver(d: Delivery) -> None:
+            loop.call_soon_threadsafe(self.queue.put_nowait, d)
+
+        self.stream = self.svc.scheduler.open(self.id, options, deliver)
+        self.pump = asyncio.create_task(self._pump())
+        self.svc.metrics.sessions_active.inc()
 
     @property
-    def connected(self) -> bool:
+    def received_s(self) -> float:
+        return self.offset_s + (self.stream.received_s if self.stream else 0.0)
+
+    @property
+    def attached(self) -> bool:
         ws = self.ws
         return (
-            ws.client_state == WebSocketState.CONNECTED
+            ws is not None
+            and ws.client_state == WebSocketState.CONNECTED
             and ws.application_state == WebSocketState.CONNECTED
         )
 
-    async def send(self, message) -> None:
-        if not self.connected:
+    async def send(self, message: BaseModel) -> None:
+        if not self.attached:
             return
+        assert self.ws is not None
         async with self.send_lock:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await self.ws.send_text(message.model_dump_json())
 
-    async def fail(self, code: str, message: str) -> None:
-        self.svc.metrics.errors.labels(code).inc()
-        await self.send(ErrorMessage(code=code, message=message))
-        with contextlib.suppress(RuntimeError):
-            await self.ws.close(ERROR_CLOSE_CODES.get(code, 1011), reason=code)
-
-    async def run(self) -> None:
-        await self.ws.accept()
-        try:
-            await self._handshake()
-        except SessionError as exc:
-            await self.fail(exc.code, exc.message)
+    def flush(self, final: bool = False) -> None:
+        assert self.stream is not None
+        if self.stream.closing:
             return
-        except (WebSocketDisconnect, TimeoutError):
-            return
-        sender = asyncio.create_task(self._sender())
-        try:
-            await self._receiver()
-        except SessionError as exc:
-            await self.fail(exc.code, exc.message)
-        except WebSocketDisconnect:
-            log.info("session %s: client disconnected; flushing what it sent", self.session_id)
-        finally:
-            self._request_flush(final=True)
-            try:
-                await asyncio.wait_for(sender, timeout=self.svc.settings.max_buffer_s + 30)
-            except TimeoutError:
-                sender.cancel()
-            await self._finish()
+        tail = self.decoder.flush()
+        if len(tail):
+            with contextlib.suppress(BufferFull):
+                self.svc.scheduler.push(self.stream, tail)
+        self.flushes += 1
+        self.svc.scheduler.flush(self.stream)
+        if final:
+            self.stopping = True
+            self.stream.closing = True
 
-    async def _handshake(self) -> Start:
-        settings = self.svc.settings
-        msg = await asyncio.wait_for(self.ws.receive(), timeout=settings.idle_timeout_s)
-        if msg["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(msg.get("code", 1000))
-        if msg.get("text") is None:
-            raise SessionError("no_start", "the first message must be a JSON 'start' message")
-        start = _parse_start(msg["text"])
-        try:
-            self.decoder = PcmDecoder(start.sample_rate, start.channels)
-        except AudioError as exc:
-            raise SessionError("unsupported_audio", str(exc)) from exc
-        self.session_id = start.session_id or self.svc.new_session_id()
-        if start.session_id and self.svc.store.exists(start.session_id):
-            raise SessionError("unknown_session", "resuming a session is not supported yet")
-        options = SessionOptions(language=start.language, max_speakers=start.max_speakers)
-        loop = asyncio.get_running_loop()
-        try:
-            self.stream = self.svc.scheduler.open(
-                self.session_id, options, threadsafe_queue_put(loop, self.queue)
-            )
-        except SchedulerFull as exc:
-            self.svc.metrics.sessions_refused.labels("full").inc()
+    def park(self, grace_s: float) -> None:
+        """The client vanished: keep everything for ``grace_s``, then flush and end."""
+        self.ws = None
+        self.expiry = asyncio.get_running_loop().call_later(grace_s, self.flush, True)
+
+    def unpark(self, ws: WebSocket) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        self.ws = ws
+
+    # -- audio and control from the attached client -----------------------------------
+
+    def audio(self, data: bytes) -> None:
+        s = self.svc.settings
+        assert self.stream is not None
+        if len(data) > s.max_frame_bytes:
             raise SessionError(
-                "server_full", f"server is at capacity ({exc}); retry later"
-            ) from exc
-        self.svc.metrics.sessions_total.labels("live").inc()
-        self.svc.metrics.sessions_active.inc()
-        self.svc.store.create(self.session_id, self.svc.engine.name, "live")
-        await self.send(
-            Ready(
-                session_id=self.session_id,
-                engine=self.svc.engine.name,
-                sample_rate=start.sample_rate,
-                limits=self.svc.limits,
-            )
-        )
-        return start
-
-    async def _receiver(self) -> None:
-        settings = self.svc.settings
-        assert self.stream is not None and self.decoder is not None
-        while True:
-            try:
-                msg = await asyncio.wait_for(self.ws.receive(), timeout=settings.idle_timeout_s)
-            except TimeoutError as exc:
-                raise SessionError(
-                    "idle_timeout", f"nothing received for {settings.idle_timeout_s:.0f} s"
-                ) from exc
-            if msg["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(msg.get("code", 1000))
-            if msg.get("bytes") is not None:
-                self._audio(msg["bytes"])
-                continue
-            control = self._control(msg.get("text") or "")
-            if isinstance(control, Ping):
-                await self.send(Pong())
-            elif isinstance(control, Finalize):
-                self._request_flush()
-            elif isinstance(control, Stop):
-                self.stopping = True
-                return
-
-    def _audio(self, data: bytes) -> None:
-        settings = self.svc.settings
-        assert self.stream is not None and self.decoder is not None
-        if len(data) > settings.max_frame_bytes:
-            raise SessionError(
-                "frame_too_large", f"frame of {len(data)} bytes > {settings.max_frame_bytes}"
+                "frame_too_large", f"frame of {len(data)} bytes > {s.max_frame_bytes}"
             )
         samples = self.decoder.decode(data)
-        if self.stream.received_s + len(samples) / 16_000 > settings.max_session_s:
+        if self.received_s + len(samples) / SAMPLE_RATE > s.max_session_s:
             raise SessionError(
-                "session_too_long", f"sessions are limited to {settings.max_session_s:.0f} s"
+                "session_too_long", f"sessions are limited to {s.max_session_s:.0f} s"
             )
         try:
             self.svc.scheduler.push(self.stream, samples)
@@ -241,102 +206,207 @@ class LiveSession:
             raise SessionError("buffer_full", f"{exc}: send audio in real time") from exc
         self.arrivals.mark(self.stream.received_s)
 
-    def _control(self, raw: str):
+    # -- engine updates -> transcript messages ------------------------------------------
+
+    async def _pump(self) -> None:
         try:
-            msg = client_message.validate_json(raw)
-        except ValidationError as exc:
-            raise SessionError(
-                "bad_message", f"expected binary audio or a control message: {_first_error(exc)}"
-            ) from exc
-        if isinstance(msg, Start):
-            raise SessionError("bad_message", "'start' was already sent")
-        return msg
-
-    def _request_flush(self, final: bool = False) -> None:
-        if self.stream is None or (final and self.stream.closing):
-            return
-        if self.decoder is not None:
-            tail = self.decoder.flush()
-            if len(tail):
-                with contextlib.suppress(BufferFull):
-                    self.svc.scheduler.push(self.stream, tail)
-        self.flushes_pending += 1
-        self.svc.scheduler.flush(self.stream)
-        if final:
-            self.stream.closing = True
-            self.stopping = True
-
-    async def _sender(self) -> None:
-        assert self.stream is not None
-        while True:
-            d = await self.queue.get()
-            if d.error is not None:
-                await self.fail("engine_error", d.error)
-                return
-            assert d.update is not None
-            if d.flushed:
-                self.flushes_pending = max(0, self.flushes_pending - 1)
-            await self._publish(d)
-            if self.stopping and self.flushes_pending == 0 and d.flushed:
-                return
+            while True:
+                d = await self.queue.get()
+                if d.error is not None:
+                    self.error = ("engine_error", d.error)
+                    self.svc.metrics.errors.labels("engine_error").inc()
+                    return
+                self.flushes -= d.flushed
+                await self._publish(d)
+                if self.stopping and d.flushed and self.flushes <= 0:
+                    return
+        finally:
+            self._end()
 
     async def _publish(self, d: Delivery) -> None:
         upd = d.update
         assert upd is not None and self.stream is not None
         now = time.monotonic()
-        changed = [p.model_dump() for p in upd.partials] != [
-            p.model_dump() for p in self.last_partials
-        ]
-        if not (upd.finals or changed or d.flushed or now - self.last_sent >= PROGRESS_EVERY_S):
+        finals = [_shift(s, self.offset_s) for s in upd.finals]
+        partials = [_shift(s, self.offset_s) for s in upd.partials]
+        changed = partials != self.last_partials
+        if not (finals or changed or d.flushed or now - self.last_sent >= PROGRESS_EVERY_S):
             return
         self.seq += 1
-        processed = upd.audio_processed_s
-        lag = max(0.0, self.stream.received_s - processed)
+        processed = self.offset_s + upd.audio_processed_s
+        lag = max(0.0, self.received_s - processed)
         m = self.svc.metrics
-        m.audio_seconds.inc(max(0.0, processed - self.counted_s))
-        self.counted_s = processed
+        m.audio_seconds.inc(max(0.0, processed - self.offset_s - self.counted_s))
+        self.counted_s = processed - self.offset_s
         m.lag_seconds.observe(lag)
-        if upd.finals:
+        if finals:
             # Stored before it is sent: a final the client saw is always in the store.
-            self.svc.store.add_finals(self.session_id, self.seq, upd.finals, processed)
-            m.finals.inc(len(upd.finals))
+            self.svc.store.add_finals(self.id, self.seq, finals, processed)
+            m.finals.inc(len(finals))
             for seg in upd.finals:
                 latency = self.arrivals.latency(seg.end)
                 if latency is not None:
                     m.final_latency.observe(latency)
-            self.segments_sent += len(upd.finals)
-        self.last_partials = upd.partials
+            self.segments += len(finals)
+        self.last_partials = partials
         self.last_sent = now
         await self.send(
             TranscriptUpdate(
                 seq=self.seq,
-                finals=upd.finals,
-                partials=upd.partials,
-                audio_received_s=round(self.stream.received_s, 3),
+                finals=finals,
+                partials=partials,
+                audio_received_s=round(self.received_s, 3),
                 audio_processed_s=round(processed, 3),
                 lag_s=round(lag, 3),
             )
         )
 
-    async def _finish(self) -> None:
+    def _end(self) -> None:
         assert self.stream is not None
         self.svc.scheduler.close(self.stream)
         self.svc.metrics.sessions_active.dec()
-        connected = self.connected
-        self.svc.store.set_status(self.session_id, "ended" if connected else "disconnected")
-        if not connected:
-            return
-        await self.send(
-            Ended(
-                session_id=self.session_id,
-                seq=self.seq,
-                audio_processed_s=round(self.stream.received_s, 3),
-                segments=self.segments_sent,
-            )
-        )
-        with contextlib.suppress(RuntimeError):
-            await self.ws.close(CLOSE_NORMAL)
+        self.svc.live.pop(self.id, None)
+        status = "failed" if self.error else ("ended" if self.attached else "disconnected")
+        self.svc.store.set_status(self.id, status)
+        self.done.set()
+
+
+# -- one connection -------------------------------------------------------------------
 
 
 async def handle_stream(ws: WebSocket, svc: Service) -> None:
-    await LiveSession(ws, svc).run()
+    await ws.accept()
+    session: LiveSession | None = None
+    try:
+        session = await _handshake(ws, svc)
+        await _receive(ws, session, svc)
+    except SessionError as exc:
+        svc.metrics.errors.labels(exc.code).inc()
+        if session is not None:
+            session.flush(final=True)  # what was sent before the error is still transcribed
+        await _fail(ws, exc.code, exc.message)
+        return
+    except (WebSocketDisconnect, TimeoutError):
+        if session is not None and not session.stopping:
+            session.park(svc.settings.resume_grace_s)
+        return
+    # ``stop``: the pump finishes the flush, then the client hears ``ended``.
+    await session.done.wait()
+    if session.error:
+        await _fail(ws, *session.error)
+        return
+    await session.send(
+        Ended(
+            session_id=session.id,
+            seq=session.seq,
+            audio_processed_s=round(session.received_s, 3),
+            segments=session.segments,
+        )
+    )
+    with contextlib.suppress(RuntimeError):
+        await ws.close(CLOSE_NORMAL)
+
+
+async def _fail(ws: WebSocket, code: str, message: str) -> None:
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await ws.send_text(ErrorMessage(code=code, message=message).model_dump_json())
+        await ws.close(ERROR_CLOSE_CODES.get(code, 1011), reason=code)
+
+
+async def _handshake(ws: WebSocket, svc: Service) -> LiveSession:
+    msg = await asyncio.wait_for(ws.receive(), timeout=svc.settings.idle_timeout_s)
+    if msg["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(msg.get("code", 1000))
+    if msg.get("text") is None:
+        raise SessionError("no_start", "the first message must be a JSON 'start' message")
+    start = parse_start(msg["text"])
+    try:
+        session, resumed = _attach(svc, start)
+    except AudioError as exc:
+        raise SessionError("unsupported_audio", str(exc)) from exc
+    except SchedulerFull as exc:
+        svc.metrics.sessions_refused.labels("full").inc()
+        raise SessionError("server_full", f"server is at capacity ({exc}); retry later") from exc
+    session.unpark(ws)
+    await session.send(
+        Ready(
+            session_id=session.id,
+            engine=svc.engine.name,
+            sample_rate=start.sample_rate,
+            resumed=resumed,
+            limits=svc.limits,
+        )
+    )
+    if resumed:
+        missed = [seg for _, seg in svc.store.finals_after(session.id, start.last_seq or 0)]
+        # One catch-up message carrying the current seq: the client's next seq follows it.
+        await session.send(
+            TranscriptUpdate(
+                seq=session.seq,
+                finals=missed,
+                partials=session.last_partials,
+                audio_received_s=round(session.received_s, 3),
+                audio_processed_s=round(session.received_s, 3),
+                lag_s=0.0,
+            )
+        )
+    return session
+
+
+def _attach(svc: Service, start: Start) -> tuple[LiveSession, bool]:
+    """A parked session, a stored one continued on its old clock, or a new one."""
+    sid = start.session_id
+    if sid and sid in svc.live:
+        session = svc.live[sid]
+        if session.attached:
+            raise SessionError("bad_message", f"session {sid} is already connected")
+        if session.stopping:
+            raise SessionError("unknown_session", f"session {sid} has ended")
+        return session, True
+    info = svc.store.info(sid) if sid else None
+    if sid and info is None and start.last_seq:
+        raise SessionError("unknown_session", f"no session {sid!r} to resume")
+    session = LiveSession(
+        svc,
+        sid or svc.new_session_id(),
+        start,
+        offset_s=info.audio_s if info else 0.0,
+        seq=info.last_seq if info else 0,
+    )
+    session.open()
+    svc.live[session.id] = session
+    if info is None:
+        svc.store.create(session.id, svc.engine.name, "live")
+        svc.metrics.sessions_total.labels("live").inc()
+    else:
+        svc.store.set_status(session.id, "live")
+    return session, info is not None
+
+
+async def _receive(ws: WebSocket, session: LiveSession, svc: Service) -> None:
+    idle = svc.settings.idle_timeout_s
+    while True:
+        try:
+            msg = await asyncio.wait_for(ws.receive(), timeout=idle)
+        except TimeoutError as exc:
+            raise SessionError("idle_timeout", f"nothing received for {idle:.0f} s") from exc
+        if msg["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(msg.get("code", 1000))
+        if msg.get("bytes") is not None:
+            session.audio(msg["bytes"])
+            continue
+        try:
+            control = client_message.validate_json(msg.get("text") or "")
+        except ValidationError as exc:
+            raise SessionError(
+                "bad_message", f"expected binary audio or a control message: {_first_error(exc)}"
+            ) from exc
+        if isinstance(control, Ping):
+            await session.send(Pong())
+        elif isinstance(control, Finalize):
+            session.flush()
+        elif isinstance(control, Stop):
+            session.flush(final=True)
+            return
+        else:
+            raise SessionError("bad_message", "'start' was already sent")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hubbub.engines.base import Engine
 from hubbub.engines.scheduler import Scheduler
@@ -24,6 +25,7 @@ class Service:
     scheduler: Scheduler
     store: TranscriptStore
     metrics: Metrics
+    live: dict[str, Any] = field(default_factory=dict)  # session id -> LiveSession
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine) -> Service:
