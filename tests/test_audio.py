@@ -75,6 +75,14 @@ def test_bad_files_give_clear_errors(tmp_path):
         load_audio(garbage)
 
 
+def test_zero_sample_file_is_no_audio(tmp_path):
+    path = tmp_path / "zero.wav"
+    sf.write(path, np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    assert path.stat().st_size > 0  # a valid header, but no samples
+    with pytest.raises(AudioError, match="no audio"):
+        load_audio(path)
+
+
 def test_pcm_decoder_carries_odd_bytes():
     samples = (np.arange(1001) - 500).astype("<i2")
     data = samples.tobytes()

@@ -40,7 +40,7 @@ def load_audio(path: str | Path) -> np.ndarray:
     """Read any common audio file into 16 kHz mono float32.
 
     Raises AudioError with a one-line reason for missing, empty, unreadable or
-    non-audio files.
+    non-audio files, and for audio files that hold no samples at all.
     """
     p = Path(path)
     if not p.exists():
@@ -53,6 +53,8 @@ def load_audio(path: str | Path) -> np.ndarray:
         data, rate = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError):
         data, rate = _decode_with_ffmpeg(p)
+    if data.size == 0:
+        raise AudioError(f"{p}: no audio (0 samples)")
     return resample(to_mono(data), rate)
 
 
