@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from hubbub.transcript import Segment
@@ -17,8 +22,31 @@ err_console = Console(stderr=True)
 
 def fail(message: str) -> NoReturn:
     """A user error: one line on stderr, exit code 2, no traceback."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Hide what C libraries write straight to fd 2 (libsndfile's mpg123 complains about
+    every non-MP3 it probes), so a bad file gives our one-line error and nothing else.
+
+    Process-wide: for the CLI's single-threaded file loading only, never in a server.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced (e.g. captured)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def speaker_colour(speaker: str, order: list[str]) -> str:

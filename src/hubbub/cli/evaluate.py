@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hubbub.audio import AudioError
 from hubbub.cli.common import fail
 from hubbub.engines.base import SessionOptions
 from hubbub.engines.factory import create_engine
@@ -43,8 +44,8 @@ def evaluate(
         fail(f"{manifest}: no such manifest")
     try:
         entries = load_manifest(manifest, category)
-    except (ValueError, KeyError) as exc:
-        fail(f"{manifest}: not a manifest ({exc})")
+    except (ValueError, OSError) as exc:
+        fail(f"{manifest}: not a usable manifest ({exc})")
     entries = entries[:limit] if limit else entries
     if not entries:
         fail("no entries to evaluate")
@@ -60,15 +61,18 @@ def evaluate(
             highlight=False,
         )
 
-    if whole_file:
-        from hubbub.engines.cpu.whisper import resolve_model
+    try:
+        if whole_file:
+            from hubbub.engines.cpu.whisper import resolve_model
 
-        scores = run_whole_file(resolve_model(settings.model), entries, root, on_file=show)
-    else:
-        engine = create_engine(settings)
-        engine.warmup()
-        opts = SessionOptions(language=settings.language, max_speakers=max_speakers)
-        scores = run_streaming(engine, entries, root, opts, on_file=show)
+            scores = run_whole_file(resolve_model(settings.model), entries, root, on_file=show)
+        else:
+            engine = create_engine(settings)
+            engine.warmup()
+            opts = SessionOptions(language=settings.language, max_speakers=max_speakers)
+            scores = run_streaming(engine, entries, root, opts, on_file=show)
+    except AudioError as exc:
+        fail(str(exc))
 
     totals = summary(scores)
     table = Table(

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from hubbub.audio import SAMPLE_RATE, AudioError, load_audio
-from hubbub.cli.common import fail, segment_line
+from hubbub.cli.common import fail, native_stderr_silenced, segment_line
 from hubbub.engines.base import EngineUpdate, SessionOptions
 from hubbub.engines.driver import transcribe_streams
 from hubbub.engines.factory import create_engine
@@ -36,9 +36,17 @@ def transcribe(
     audios = {}
     for f in files:
         try:
-            audios[f.stem if f.stem not in audios else str(f)] = load_audio(f)
+            with native_stderr_silenced():
+                audios[f.stem if f.stem not in audios else str(f)] = load_audio(f)
         except AudioError as exc:
             fail(str(exc))
+        except OSError as exc:
+            fail(f"{f}: cannot read ({exc.strerror or exc.__class__.__name__})")
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"{out}: cannot write there ({exc.strerror or exc.__class__.__name__})")
     sources = dict(zip(audios, files, strict=True))
     eng = create_engine(settings)
     stderr = Console(stderr=True)
@@ -68,10 +76,12 @@ def transcribe(
         )
     fmt_t: ExportFormat = fmt  # type: ignore[assignment]
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         for name, t in transcripts.items():
             path = out / f"{Path(sources[name]).stem}.{fmt}"
-            path.write_text(export(t, fmt_t, file_id=name), encoding="utf-8")
+            try:
+                path.write_text(export(t, fmt_t, file_id=name), encoding="utf-8")
+            except OSError as exc:
+                fail(f"{path}: cannot write ({exc.strerror or exc.__class__.__name__})")
             stderr.print(f"wrote {path} ({len(t.segments)} segments, {len(t.speakers)} speakers)")
         return
     console = Console()

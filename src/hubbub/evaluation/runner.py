@@ -58,8 +58,21 @@ class FileScore:
         }
 
 
+REF_KEYS = ("ref_text", "ref_rttm", "ref_stm")
+
+
 def load_manifest(path: Path, categories: list[str] | None = None) -> list[dict]:
+    """Entries of a manifest, checked: ValueError says what is wrong or missing."""
     entries = json.loads(path.read_text())
+    if not isinstance(entries, list):
+        raise ValueError("expected a JSON list of entries")
+    for k, e in enumerate(entries):
+        if not isinstance(e, dict) or not all(isinstance(e.get(f), str) for f in ("id", "audio")):
+            raise ValueError(f"entry {k} needs string 'id' and 'audio' fields")
+        e.setdefault("category", "uncategorised")
+        for f in ("audio", *REF_KEYS):
+            if e.get(f) and not (path.parent / e[f]).is_file():
+                raise ValueError(f"entry {e['id']!r}: {f} file {e[f]!r} not found")
     if categories:
         entries = [e for e in entries if e["category"] in categories]
     return entries
