@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubbub.cli import evaluate, transcribe
+from hubbub.cli import evaluate, serve, stream, transcribe
 
 app = typer.Typer(
     name="hubbub",
@@ -15,6 +15,10 @@ app = typer.Typer(
 )
 app.command("transcribe")(transcribe.transcribe)
 app.command("eval")(evaluate.evaluate)
+app.command("serve")(serve.serve)
+app.command("transcriber")(serve.transcriber)
+app.command("web")(serve.web)
+app.command("stream")(stream.stream)
 
 
 def main() -> None:
