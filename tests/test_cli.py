@@ -195,7 +195,7 @@ def test_python_dash_m_runs_the_same_cli() -> None:
         [sys.executable, "-m", "hubbub", "--help"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
-    for command in ("transcribe", "eval"):
+    for command in ("transcribe", "eval", "bench"):
         assert command in proc.stdout
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubbub.cli import evaluate, serve, stream, transcribe
+from hubbub.cli import bench, evaluate, serve, stream, transcribe
 
 app = typer.Typer(
     name="hubbub",
@@ -19,6 +19,7 @@ app.command("serve")(serve.serve)
 app.command("transcriber")(serve.transcriber)
 app.command("web")(serve.web)
 app.command("stream")(stream.stream)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

@@ -1,0 +1,172 @@
+"""``hubbub bench``: latency and cost of N real-time streams; streaming vs whole-file WER."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hubbub.audio import AudioError
+from hubbub.cli.common import fail, native_stderr_silenced
+
+Mode = Literal["realtime", "wer", "all"]
+MODES = ("realtime", "wer", "all")
+
+
+def _default_data() -> Path | None:
+    env = os.environ.get("HUBBUB_SPEECH_DATA")
+    candidates = [Path(env)] if env else []
+    candidates += [Path("../shared/data/speech"), Path("shared/data/speech")]
+    return next((c for c in candidates if (c / "manifest.json").is_file()), None)
+
+
+def _s(x: float | None, unit: str = "s") -> str:
+    return "-" if x is None else f"{x:.2f} {unit}".strip()
+
+
+def bench(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Recordings to stream (default: real speech from --data)"),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="realtime | wer | all")] = "realtime",
+    streams: Annotated[int, typer.Option(min=1, max=64, help="Concurrent live streams")] = 2,
+    seconds: Annotated[
+        float, typer.Option(min=1.0, help="Audio per stream (realtime: also the wall time)")
+    ] = 90.0,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Folder with manifest.json (default: $HUBBUB_SPEECH_DATA)"),
+    ] = None,
+    category: Annotated[str, typer.Option(help="wer mode: manifest category")] = "wer_single",
+    limit: Annotated[int | None, typer.Option(min=1, help="wer mode: first N entries")] = None,
+    model: Annotated[str | None, typer.Option(help="Whisper model name or CT2 dir")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON")] = None,
+) -> None:
+    """Benchmark the engine: N concurrent real-time streams, and/or WER vs whole files."""
+    if mode not in MODES:
+        fail(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    from hubbub import benchmark
+    from hubbub.engines.factory import create_engine
+    from hubbub.settings import Settings
+
+    root = data or _default_data()
+    no_data = root is None or not (root / "manifest.json").is_file()
+    if no_data and (not files or mode != "realtime"):
+        fail("no speech data: pass --data DIR (a folder with manifest.json) or files")
+    settings = Settings(**({"model": model} if model else {}))
+    console = Console()
+    report: dict = {"machine": {"cpus": os.cpu_count(), "load_avg": _load()}}
+
+    audios = {}
+    if mode in ("realtime", "all"):
+        try:
+            with native_stderr_silenced():
+                if files:
+                    audios = benchmark.file_streams(files, streams, seconds)
+                else:
+                    assert root is not None
+                    audios = benchmark.speech_streams(root / "manifest.json", streams, seconds)
+        except (AudioError, OSError, ValueError, KeyError) as exc:
+            fail(str(exc))
+    entries: list[dict] = []
+    if mode in ("wer", "all"):
+        from hubbub.evaluation.runner import load_manifest
+
+        assert root is not None
+        try:
+            entries = load_manifest(root / "manifest.json", [category])
+        except (ValueError, OSError) as exc:
+            fail(f"{root / 'manifest.json'}: not a usable manifest ({exc})")
+        entries = [e for e in entries if e.get("ref_text")][:limit]
+        if not entries:
+            fail(f"no entries with a reference text in category {category!r}")
+
+    rss_before = benchmark.rss_mb()
+    engine = create_engine(settings)
+    engine.warmup()
+    report["rss_after_load_mb"] = round(benchmark.rss_mb(), 1)
+    report["rss_before_load_mb"] = round(rss_before, 1)
+    report["engine"] = engine.name
+    report["model"] = settings.model
+
+    if audios:
+        secs = max(len(a) for a in audios.values()) / 16_000
+        console.print(
+            f"[dim]streaming {len(audios)} x {secs:.0f} s in real time "
+            f"({engine.name}, {settings.model})...[/]",
+            highlight=False,
+        )
+        rt = benchmark.run_realtime(engine, audios)
+        report["realtime"] = rt.to_json()
+        for table in _realtime_tables(rt):
+            console.print(table)
+    if entries:
+        from hubbub.engines.cpu.whisper import resolve_model
+
+        console.print(f"[dim]WER on {len(entries)} files, streaming then whole-file...[/]")
+        cmp = benchmark.compare_wer(engine, resolve_model(settings.model), entries, root)
+        report["wer"] = cmp.to_json()
+        console.print(_wer_table(cmp, category))
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as exc:
+            fail(f"{json_out}: cannot write ({exc.strerror or exc.__class__.__name__})")
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _realtime_tables(rt) -> tuple[Table, Table]:
+    s = rt.summary()
+    latency = Table(title=f"hubbub bench: {rt.streams} real-time stream(s) x {rt.audio_s:.0f} s")
+    latency.add_column("latency (wall clock)")
+    for col in ("p50", "p95", "max", "target"):
+        latency.add_column(col, justify="right", style="dim" if col == "target" else None)
+
+    def row(label: str, key: str, target: str = "") -> None:
+        latency.add_row(label, *(_s(s.get(f"{key}_{q}_s")) for q in ("p50", "p95", "max")), target)
+
+    row(f"final after speech ends (n={s['utterances']})", "final_delay", "p50 <= 1.5 s")
+    row("partial refresh while speaking", "partial_interval", "<= 1 s")
+    row("first partial after speech starts", "first_partial")
+    row(f"step ({len(rt.step_s)} x {rt.chunk_s:.2f} s chunks)", "step")
+    cost = Table(show_header=True)
+    cost.add_column("cost")
+    cost.add_column("value", justify="right")
+    cost.add_column("target", justify="right", style="dim")
+    cost.add_row("worst lag behind the audio clock", _s(s["max_lag_s"]), "")
+    cost.add_row("compute real-time factor per stream", _s(s["rtf"], ""), "")
+    cost.add_row("engine busy, share of wall clock", f"{100 * s['busy_fraction']:.0f}%", "< 100%")
+    cost.add_row("CPU cores used", _s(s["cpu_cores_used"], ""), "")
+    cost.add_row("RSS at start / end", f"{s['rss_start_mb']:.0f} / {s['rss_end_mb']:.0f} MB", "")
+    cost.add_row("peak RSS", f"{s['peak_rss_mb']:.0f} MB", "<= 600 MB")
+    return latency, cost
+
+
+def _wer_table(cmp, category: str) -> Table:
+    s = cmp.summary()
+    table = Table(title=f"hubbub bench: WER on {s['files']} files ({category}, {s['audio_s']} s)")
+    for col in ("path", "WER", "RTF (wall / audio)"):
+        table.add_column(col, justify="left" if col == "path" else "right")
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    table.add_row(
+        "streaming (engine, partials too)", pct(s["wer_streaming"]), _s(s["rtf_streaming"], "")
+    )
+    table.add_row(
+        "whole-file (faster-whisper)", pct(s["wer_whole_file"]), _s(s["rtf_whole_file"], "")
+    )
+    return table
