@@ -1,0 +1,176 @@
+"""The web app: the UI, a thin relay to the transcriber, and a proxy for its session API.
+
+``GET /`` the page (built in, or ``settings.frontend_dir``); ``WS /ws`` one browser stream
+relayed to one upstream transcriber stream (web/relay.py); ``GET /api/sessions[/{id}]``
+the transcriber's stored transcripts and exports; ``GET /status`` and ``GET /health``.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import ValidationError
+
+import hubbub
+from hubbub.settings import Settings
+from hubbub.transcript import EXPORT_FORMATS, Transcript, export
+from hubbub.web.client import TRANSCRIBER_UNAVAILABLE, TranscriberClient, TranscriberUnavailable
+from hubbub.web.relay import RelayStats, relay
+
+STATIC_DIR = Path(__file__).parent / "static"
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Headers of a transcriber response worth passing on to the browser.
+PASS_HEADERS = ("content-type", "content-disposition")
+
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("text/javascript", ".mjs")
+
+
+def ui_dirs(settings: Settings) -> list[Path]:
+    """Where UI files are looked up, first match wins: the frontend folder, then built-in."""
+    frontend = settings.frontend_dir
+    if frontend is None and Path("frontend").is_dir():
+        frontend = Path("frontend")
+    dirs = [frontend.resolve()] if frontend is not None and frontend.is_dir() else []
+    return [*dirs, STATIC_DIR.resolve()]
+
+
+def find_ui_file(dirs: list[Path], path: str) -> Path | None:
+    """Resolve a URL path to a file inside one of ``dirs``, never outside them."""
+    parts = [p for p in path.split("/") if p]
+    if any(p in (".", "..") or "\\" in p or "\0" in p for p in parts):
+        return None
+    for root in dirs:
+        candidate = root.joinpath(*parts).resolve() if parts else root / "index.html"
+        if candidate.is_dir():
+            candidate = candidate / "index.html"
+        if candidate.is_file() and candidate.is_relative_to(root):
+            return candidate
+    return None
+
+
+def rename_speakers(body: bytes, names: dict[str, str], fmt: str) -> str | None:
+    """Re-export a JSON transcript with display names for speaker labels (None if not JSON)."""
+    try:
+        t = Transcript.model_validate_json(body)
+    except ValidationError:
+        return None
+    segs = [s.model_copy(update={"speaker": names.get(s.speaker, s.speaker)}) for s in t.segments]
+    return export(t.model_copy(update={"segments": segs}), fmt)  # type: ignore[arg-type]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    client = TranscriberClient(settings.transcriber_url)
+    stats = RelayStats()
+    dirs = ui_dirs(settings)
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await client.aclose()
+
+    app = FastAPI(title="hubbub web", version=hubbub.__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.client = client
+    app.state.stats = stats
+
+    @app.get("/health")
+    async def health() -> dict:
+        h = await client.health()
+        return {
+            "status": "ok" if h.reachable else "degraded",
+            "connections": stats.connections,
+            "transcriber": {
+                "url": client.base_url,
+                "reachable": h.reachable,
+                "latency_ms": h.latency_ms,
+                "error": h.error,
+            },
+        }
+
+    @app.get("/status")
+    async def status() -> dict:
+        h = await client.health()
+        return {
+            "service": "hubbub-web",
+            "version": hubbub.__version__,
+            "uptime_s": round(time.time() - started, 1),
+            "relay": vars(stats),
+            "ui": str(dirs[0]) if len(dirs) > 1 else "built-in",
+            "transcriber": {
+                "url": client.base_url,
+                "reachable": h.reachable,
+                "latency_ms": h.latency_ms,
+                "error": h.error,
+                "health": h.info,
+            },
+        }
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await relay(websocket, client, stats)
+
+    async def upstream(path: str, params: dict[str, str], method: str = "GET") -> Response:
+        try:
+            r = await client.request(method, path, params=params)
+        except TranscriberUnavailable as exc:
+            return JSONResponse(
+                {"error": {"code": TRANSCRIBER_UNAVAILABLE, "message": exc.message}}, 502
+            )
+        headers = {k: r.headers[k] for k in PASS_HEADERS if k in r.headers}
+        return Response(r.content, r.status_code, headers=headers)
+
+    @app.get("/api/sessions")
+    async def sessions(request: Request) -> Response:
+        return await upstream("/v1/sessions", dict(request.query_params))
+
+    @app.get("/api/sessions/{session_id}")
+    async def session(session_id: str, request: Request) -> Response:
+        """A stored transcript; ``names`` (a JSON object) relabels speakers in exports."""
+        if not SESSION_ID.match(session_id):
+            raise HTTPException(404, "no such session")
+        params = dict(request.query_params)
+        names_param = params.pop("names", None)
+        fmt = params.get("format", "json")
+        if not names_param:
+            return await upstream(f"/v1/sessions/{session_id}", params)
+        try:
+            names = json.loads(names_param)
+            assert isinstance(names, dict)
+            names = {str(k): str(v) for k, v in names.items()}
+        except (ValueError, AssertionError):
+            raise HTTPException(400, "names must be a JSON object") from None
+        if fmt not in EXPORT_FORMATS:
+            raise HTTPException(400, f"format must be one of {', '.join(EXPORT_FORMATS)}")
+        r = await upstream(f"/v1/sessions/{session_id}", {**params, "format": "json"})
+        text = rename_speakers(r.body, names, fmt) if r.status_code == 200 else None
+        if text is None:
+            return r
+        media = {"json": "application/json"}.get(fmt, "text/plain")
+        headers = {"content-disposition": f'attachment; filename="{session_id}.{fmt}"'}
+        return Response(text, media_type=f"{media}; charset=utf-8", headers=headers)
+
+    @app.delete("/api/sessions/{session_id}")
+    async def delete_session(session_id: str) -> Response:
+        if not SESSION_ID.match(session_id):
+            raise HTTPException(404, "no such session")
+        return await upstream(f"/v1/sessions/{session_id}", {}, method="DELETE")
+
+    @app.get("/{path:path}", include_in_schema=False)
+    async def ui(path: str) -> Response:
+        file = find_ui_file(dirs, path)
+        if file is None:
+            raise HTTPException(404, "not found")
+        headers = {"cache-control": "no-cache", "x-content-type-options": "nosniff"}
+        return FileResponse(file, headers=headers)
+
+    return app

@@ -1,0 +1,188 @@
+"""A scripted stand-in for the transcriber, to test the web relay's mechanics only.
+
+It is a test double, not a transcriber: it speaks protocol v1 on ``WS /v1/stream``
+(``ready``, one ``transcript`` per audio frame with a made-up final, ``pong``, ``ended``)
+and serves canned ``/health`` and ``/v1/sessions`` answers, so tests can make it refuse
+(``server_full``), drop the connection abruptly, and record exactly what it received.
+The real service is tested through the relay in tests/test_web.py and tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from hubbub.protocol import Ended, ErrorMessage, Limits, Pong, Ready, TranscriptUpdate
+from hubbub.transcript import Segment, Transcript, Word, export
+
+from support.servers import free_port
+
+LIMITS = Limits(max_frame_bytes=1 << 20, max_buffered_s=30, max_session_s=3600, idle_timeout_s=60)
+
+
+def canned_transcript(session_id: str) -> Transcript:
+    return Transcript(
+        session_id=session_id,
+        duration=4.0,
+        segments=[
+            Segment(
+                id=f"{session_id}-1",
+                speaker="S1",
+                start=0.5,
+                end=1.5,
+                text="hello there",
+                words=[
+                    Word(text=" hello", start=0.5, end=1.0),
+                    Word(text=" there", start=1, end=1.5),
+                ],
+            ),
+            Segment(id=f"{session_id}-2", speaker="S2", start=2.0, end=3.0, text="general kenobi"),
+        ],
+    )
+
+
+class FakeTranscriber:
+    """``mode``: 'normal', 'full' (refuse every start) or 'drop' (abort after the first
+    audio frame of a new session; a resumed one carries on)."""
+
+    def __init__(self) -> None:
+        self.mode = "normal"
+        self.starts: list[dict] = []
+        self.controls: list[dict] = []
+        self.close_codes: list[int | None] = []
+        self.audio: dict[str, bytearray] = defaultdict(bytearray)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._sessions = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Future | None = None
+
+    # -- WS /v1/stream ------------------------------------------------------------------
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        try:
+            start = json.loads(await ws.recv())
+            self.starts.append(start)
+            if self.mode == "full":
+                await ws.send(
+                    ErrorMessage(code="server_full", message="fake: full").model_dump_json()
+                )
+                await ws.close(1013, "server_full")
+                return
+            sid = start.get("session_id")
+            resumed = sid is not None and sid in self.audio
+            if not resumed:
+                self._sessions += 1
+                sid = f"fake{self._sessions}"
+                self.audio[sid] = bytearray()
+            ready = Ready(session_id=sid, engine="fake", sample_rate=16000, limits=LIMITS)
+            await ws.send(ready.model_copy(update={"resumed": resumed}).model_dump_json())
+            seq = start.get("last_seq") or 0 if resumed else 0
+            async for msg in ws:
+                if isinstance(msg, bytes):
+                    audio = self.audio[sid]
+                    t0 = len(audio) / 32000
+                    audio.extend(msg)
+                    seq += 1
+                    seg = Segment(
+                        id=f"{sid}-{seq}",
+                        speaker=f"S{seq % 2 + 1}",
+                        start=t0,
+                        end=len(audio) / 32000,
+                        text=f"chunk {seq}",
+                    )
+                    upd = TranscriptUpdate(
+                        seq=seq,
+                        finals=[seg],
+                        audio_received_s=len(audio) / 32000,
+                        audio_processed_s=len(audio) / 32000,
+                        lag_s=0.0,
+                    )
+                    await ws.send(upd.model_dump_json())
+                    if self.mode == "drop" and not resumed:
+                        ws.transport.abort()
+                        return
+                    continue
+                control = json.loads(msg)
+                self.controls.append(control)
+                if control["type"] == "ping":
+                    await ws.send(Pong().model_dump_json())
+                elif control["type"] == "stop":
+                    ended = Ended(
+                        session_id=sid,
+                        seq=seq,
+                        audio_processed_s=len(self.audio[sid]) / 32000,
+                        segments=seq,
+                    )
+                    await ws.send(ended.model_dump_json())
+                    await ws.close(1000)
+                    return
+        except ConnectionClosed:
+            pass
+        finally:
+            self.close_codes.append(ws.close_code)
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _http(self, connection: ServerConnection, request):
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        url = urlsplit(request.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path == "/health":
+            return _json(connection, {"status": "ok", "engine": "fake", "sessions": 0})
+        if url.path == "/v1/sessions":
+            row = {"id": "fake1", "created": 1.7e9, "audio_s": 4.0, "segments": 2, "speakers": 2}
+            return _json(connection, {"sessions": [row], "query": query})
+        if url.path.startswith("/v1/sessions/"):
+            sid = url.path.rsplit("/", 1)[1]
+            if sid == "missing":
+                return _json(connection, {"detail": "no session"}, http.HTTPStatus.NOT_FOUND)
+            t = canned_transcript(sid)
+            fmt = query.get("format")
+            if fmt is None:
+                return _json(connection, {"session": {"id": sid}, "transcript": t.model_dump()})
+            resp = connection.respond(http.HTTPStatus.OK, export(t, fmt))  # type: ignore[arg-type]
+            resp.headers["Content-Disposition"] = f'attachment; filename="{sid}.{fmt}"'
+            return resp
+        return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def _main(self, started: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = self._loop.create_future()
+        async with serve(
+            self._handler, "127.0.0.1", self.port, process_request=self._http, compression=None
+        ):
+            started.set()
+            await self._stop
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[FakeTranscriber]:
+        started = threading.Event()
+        thread = threading.Thread(target=asyncio.run, args=(self._main(started),), daemon=True)
+        thread.start()
+        assert started.wait(10), "fake transcriber did not start"
+        try:
+            yield self
+        finally:
+            assert self._loop is not None and self._stop is not None
+            self._loop.call_soon_threadsafe(self._stop.set_result, None)
+            thread.join(10)
+
+
+def _json(connection: ServerConnection, obj: object, status=http.HTTPStatus.OK):
+    resp = connection.respond(status, json.dumps(obj))
+    del resp.headers["Content-Type"]
+    resp.headers["Content-Type"] = "application/json"
+    return resp
