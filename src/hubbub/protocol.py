@@ -116,6 +116,8 @@ ERROR_CLOSE_CODES: dict[str, int] = {
     "session_too_long": CLOSE_POLICY,
     "idle_timeout": CLOSE_POLICY,
     "unauthorized": CLOSE_POLICY,
+    "forbidden_origin": CLOSE_POLICY,
+    "too_many_connections": CLOSE_TRY_AGAIN,
     "server_full": CLOSE_TRY_AGAIN,
     "unknown_session": CLOSE_POLICY,
     "engine_error": CLOSE_INTERNAL,

@@ -23,6 +23,19 @@ class Settings(BaseSettings):
     partial_interval_s: float = Field(1.0, gt=0)
     max_speakers: int = Field(8, ge=1, le=32)
     language: str | None = None
+    # NeMo engine (the hubbub[nemo] extra): hub names, or paths to local .nemo files
+    nemo_diar_model: str = Field(
+        "nvidia/diar_streaming_sortformer_4spk-v2.1", description="Streaming Sortformer"
+    )
+    nemo_asr_model: str = Field(
+        "nvidia/multitalker-parakeet-streaming-0.6b-v1", description="Multitalker Parakeet"
+    )
+    nemo_latency: Literal["80ms", "160ms", "560ms", "1120ms"] = Field(
+        "1120ms", description="ASR chunk (look-ahead) per step"
+    )
+    nemo_precision: Literal["fp32", "bf16"] = Field("bf16", description="bf16 autocast on CUDA")
+    nemo_device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    nemo_capacity: int = Field(0, ge=0, description="Live sessions; 0 = measured at warmup")
     # Transcriber service
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=1, le=65535)
@@ -32,6 +45,11 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(1 << 20, gt=0)
     max_session_s: float = Field(4 * 3600.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0)
+    api_key: str | None = Field(None, repr=False, description="Required from clients when set")
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed on WebSockets besides our own"
+    )
+    max_connections_per_client: int = Field(8, ge=1)
     resume_grace_s: float = Field(60.0, ge=0, description="How long a dropped session waits")
     max_upload_mb: float = Field(200.0, gt=0)
     # web app (UI + relay to the transcriber)

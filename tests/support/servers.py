@@ -22,9 +22,7 @@ def free_port() -> int:
 def serve(app, port: int | None = None, health: str = "/health") -> Iterator[str]:
     """Run ``app`` under uvicorn in a thread; yield its base URL once /health answers."""
     port = port or free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="auto")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -24,9 +24,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _config(app: Any, host: str, port: int) -> uvicorn.Config:
-    return uvicorn.Config(
-        app, host=host, port=port, log_level="warning", ws="websockets-sansio", lifespan="on"
-    )
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", ws="auto", lifespan="on")
 
 
 def transcriber(

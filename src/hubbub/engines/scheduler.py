@@ -50,6 +50,7 @@ class Stream:
     options: EngineOptions
     deliver: Callable[[Delivery], None]
     max_buffer_samples: int
+    realtime: bool = True  # a live stream, not a file fed as fast as it is processed
     engine_session: EngineSession | None = None
     buffer: deque[np.ndarray] = field(default_factory=deque)
     buffered: int = 0
@@ -83,16 +84,59 @@ class StepStats:
     last_batch: int = 0
 
 
+class Admission:
+    """How many live sessions fit, from what steps have really cost.
+
+    Each step's cost per session is its time divided by the audio it advanced
+    (sessions x chunk). With N sessions in real time the worker is busy N x cost of the
+    time; a new session is admitted while (N + 1) x cost (the mean over recent steps:
+    buffers absorb single slow steps) stays under ``target`` and no live session lags
+    more than ``max_lag_s``. Until enough steps were seen, the engine's own ``capacity``
+    stands in; a ``fixed`` limit from the operator overrides the measurement.
+    """
+
+    def __init__(
+        self,
+        prior: int,
+        hard_cap: int,
+        fixed: bool = False,
+        target: float = 0.8,
+        max_lag_s: float = 2.0,
+    ):
+        self.prior = prior
+        self.hard_cap = hard_cap
+        self.fixed = fixed
+        self.target = target
+        self.max_lag_s = max_lag_s
+        self.costs: deque[float] = deque(maxlen=300)
+
+    def observe(self, step_s: float, sessions: int, chunk_s: float) -> None:
+        if sessions:
+            self.costs.append(step_s / (sessions * chunk_s))
+
+    @property
+    def capacity(self) -> int:
+        if self.fixed or len(self.costs) < 50:
+            return min(self.prior, self.hard_cap)
+        cost = float(np.mean(np.asarray(self.costs)))
+        return max(1, min(self.hard_cap, int(self.target / max(cost, 1e-6))))
+
+
 class Scheduler:
     def __init__(
         self,
         engine: Engine,
-        max_sessions: int = 4,
+        max_sessions: int = 0,
         max_buffer_s: float = 30.0,
         on_step: Callable[[float, int], None] | None = None,
     ) -> None:
         self.engine = engine
-        self.max_sessions = max_sessions
+        # max_sessions > 0 is a fixed limit; 0 lets measured capacity decide (up to 64).
+        self.admission = Admission(
+            prior=max_sessions or engine.capacity,
+            hard_cap=max_sessions or 64,
+            fixed=max_sessions > 0,
+        )
         self.max_buffer_s = max_buffer_s
         self.on_step = on_step
         self.stats = StepStats()
@@ -131,6 +175,16 @@ class Scheduler:
         with self._cond:
             return len(self._streams)
 
+    @property
+    def max_sessions(self) -> int:
+        return self.admission.capacity
+
+    def max_lag_s(self) -> float:
+        """The most audio any live session has waiting, in seconds."""
+        with self._cond:
+            live = [s.buffered for s in self._streams.values() if s.realtime]
+            return max(live, default=0) / SAMPLE_RATE
+
     # -- called from the async side ----------------------------------------------------
 
     def open(
@@ -139,11 +193,15 @@ class Scheduler:
         options: EngineOptions,
         deliver: Callable[[Delivery], None],
         *,
-        reserve: bool = False,
+        realtime: bool = True,
     ) -> Stream:
+        capacity = self.admission.capacity
+        lag = self.max_lag_s()
         with self._cond:
-            if len(self._streams) >= self.max_sessions and not reserve:
-                raise SchedulerFull(f"{len(self._streams)} of {self.max_sessions} sessions in use")
+            if len(self._streams) >= capacity:
+                raise SchedulerFull(f"{len(self._streams)} of {capacity} sessions in use")
+            if realtime and lag > self.admission.max_lag_s:
+                raise SchedulerFull(f"sessions already lag {lag:.1f} s behind")
             stream = Stream(stream_id, options, deliver, int(self.max_buffer_s * SAMPLE_RATE))
             self._streams[stream_id] = stream
             self._cond.notify()
@@ -237,6 +295,7 @@ class Scheduler:
         self.stats.steps += 1
         self.stats.last_step_s = dt
         self.stats.last_batch = len(batch)
+        self.admission.observe(dt, len(batch), self.engine.chunk_samples / SAMPLE_RATE)
         if self.on_step:
             self.on_step(dt, len(batch))
         by_id = {s.engine_session.id: s for s in self._streams.values() if s.engine_session}

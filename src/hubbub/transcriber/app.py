@@ -12,12 +12,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from hubbub import __version__
 from hubbub.engines.base import Engine
 from hubbub.engines.factory import create_engine
+from hubbub.security import require_key
 from hubbub.settings import Settings
 from hubbub.transcriber import files
 from hubbub.transcriber.live import handle_stream
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             await shutdown(svc)
 
     app = FastAPI(title="hubbub transcriber", version=__version__, lifespan=lifespan)
-    app.include_router(files.router)
+    app.state.settings = settings
+    keyed = [Depends(require_key)]
+    app.include_router(files.router, dependencies=keyed)
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
@@ -80,6 +83,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             "engine": svc.engine.name,
             "sessions": svc.scheduler.active,
             "capacity": svc.scheduler.max_sessions,
+            "max_lag_s": round(svc.scheduler.max_lag_s(), 3),
             "version": __version__,
         }
 
@@ -87,12 +91,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def metrics(request: Request) -> Response:
         return Response(request.app.state.service.metrics.render(), media_type="text/plain")
 
-    @app.get("/v1/sessions")
+    @app.get("/v1/sessions", dependencies=keyed)
     async def list_sessions(request: Request, limit: int = Query(100, ge=1, le=1000)) -> dict:
         svc: Service = request.app.state.service
         return {"sessions": [s.as_dict() for s in svc.store.list(limit)]}
 
-    @app.get("/v1/sessions/{session_id}")
+    @app.get("/v1/sessions/{session_id}", dependencies=keyed)
     async def get_session(
         request: Request, session_id: str, format: str | None = Query(None)
     ) -> Response:
@@ -113,7 +117,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             headers={"Content-Disposition": f'attachment; filename="{session_id}.{fmt}"'},
         )
 
-    @app.delete("/v1/sessions/{session_id}")
+    @app.delete("/v1/sessions/{session_id}", dependencies=keyed)
     async def delete_session(request: Request, session_id: str) -> dict:
         if not request.app.state.service.store.delete(session_id):
             raise HTTPException(404, f"no session {session_id!r}")

@@ -44,7 +44,9 @@ async def transcribe_audio(
     """Feed audio through the scheduler as fast as it is processed; return the transcript."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Delivery] = asyncio.Queue()
-    stream = svc.scheduler.open(session_id, options, threadsafe_queue_put(loop, queue))
+    stream = svc.scheduler.open(
+        session_id, options, threadsafe_queue_put(loop, queue), realtime=False
+    )
     svc.store.create(session_id, svc.engine.name, "file")
     svc.metrics.sessions_total.labels("file").inc()
     segments: list[Segment] = []

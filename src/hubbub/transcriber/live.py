@@ -38,6 +38,7 @@ from hubbub.protocol import (
     TranscriptUpdate,
     client_message,
 )
+from hubbub.security import websocket_refusal
 from hubbub.transcriber.service import Service
 from hubbub.transcript import Segment
 
@@ -215,6 +216,9 @@ class LiveSession:
                 if d.error is not None:
                     self.error = ("engine_error", d.error)
                     self.svc.metrics.errors.labels("engine_error").inc()
+                    if self.attached:
+                        assert self.ws is not None
+                        await _fail(self.ws, *self.error)
                     return
                 self.flushes -= d.flushed
                 await self._publish(d)
@@ -276,6 +280,25 @@ class LiveSession:
 
 async def handle_stream(ws: WebSocket, svc: Service) -> None:
     await ws.accept()
+    refusal = websocket_refusal(svc.settings, ws)
+    if refusal is not None:
+        svc.metrics.sessions_refused.labels(refusal[0]).inc()
+        await _fail(ws, *refusal)
+        return
+    client = ws.client.host if ws.client else "?"
+    if svc.connections[client] >= svc.settings.max_connections_per_client:
+        svc.metrics.sessions_refused.labels("too_many_connections").inc()
+        limit = svc.settings.max_connections_per_client
+        await _fail(ws, "too_many_connections", f"at most {limit} streams per client")
+        return
+    svc.connections[client] += 1
+    try:
+        await _connection(ws, svc)
+    finally:
+        svc.connections[client] -= 1
+
+
+async def _connection(ws: WebSocket, svc: Service) -> None:
     session: LiveSession | None = None
     try:
         session = await _handshake(ws, svc)
@@ -287,7 +310,7 @@ async def handle_stream(ws: WebSocket, svc: Service) -> None:
         await _fail(ws, exc.code, exc.message)
         return
     except (WebSocketDisconnect, TimeoutError):
-        if session is not None and not session.stopping:
+        if session is not None and not session.stopping and not session.done.is_set():
             session.park(svc.settings.resume_grace_s)
         return
     # ``stop``: the pump finishes the flush, then the client hears ``ended``.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ class Service:
     store: TranscriptStore
     metrics: Metrics
     live: dict[str, Any] = field(default_factory=dict)  # session id -> LiveSession
+    connections: Counter[str] = field(default_factory=Counter)  # open streams per client host
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine) -> Service:
@@ -35,8 +37,7 @@ class Service:
             metrics.step_seconds.observe(seconds)
             metrics.step_batch.observe(batch)
 
-        capacity = settings.max_sessions or engine.capacity
-        scheduler = Scheduler(engine, capacity, settings.max_buffer_s, on_step=on_step)
+        scheduler = Scheduler(engine, settings.max_sessions, settings.max_buffer_s, on_step=on_step)
         store_path = (
             ":memory:" if settings.data_dir == ":memory:" else Path(settings.data_dir) / "hubbub.db"
         )
