@@ -38,4 +38,20 @@ def create_engine(settings: Settings) -> Engine:
                 max_speakers=settings.max_speakers,
             )
         )
+    if name == "nemo":
+        if importlib.util.find_spec("nemo") is None:
+            raise ValueError("engine 'nemo' needs the nemo extra: pip install 'hubbub[nemo]'")
+        from hubbub.engines.nemo import NemoEngine, NemoEngineConfig
+
+        return NemoEngine(
+            NemoEngineConfig(
+                diar_model=settings.nemo_diar_model,
+                asr_model=settings.nemo_asr_model,
+                latency=settings.nemo_latency,
+                precision=settings.nemo_precision,
+                device=settings.nemo_device,
+                capacity=settings.nemo_capacity,
+                max_speakers=min(settings.max_speakers, 4),
+            )
+        )
     raise ValueError(f"engine {name!r} is not available in this install")
