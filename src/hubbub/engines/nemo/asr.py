@@ -22,11 +22,16 @@ from hubbub.engines.nemo.state import SpeakerSlot
 
 
 @dataclass
-class Row:
-    slot: SpeakerSlot
-    chunk: torch.Tensor  # (F, d) pre-encoded features of the session's chunk
-    spk: torch.Tensor  # (F,) the speaker's activity
-    bg: torch.Tensor  # (F,) 1 where another speaker is active
+class Rows:
+    """R rows of one step: row i is speaker ``slots[i]`` of some session."""
+
+    slots: list[SpeakerSlot]
+    chunk: torch.Tensor  # (R, F, d) pre-encoded features of each row's session
+    spk: torch.Tensor  # (R, F) the row's speaker's activity
+    bg: torch.Tensor  # (R, F) 1 where another speaker of the session is active
+
+    def __getitem__(self, part: slice) -> Rows:
+        return Rows(self.slots[part], self.chunk[part], self.spk[part], self.bg[part])
 
 
 @dataclass
@@ -40,20 +45,19 @@ def initial_slot(asr, index: int, device: torch.device) -> SpeakerSlot:
     return SpeakerSlot(index, channel[:, 0], time[:, 0], length[0])
 
 
-def asr_step(asr, rows: list[Row], batch_limit: int) -> list[RowTokens]:
+def asr_step(asr, rows: Rows, batch_limit: int) -> list[RowTokens]:
     out: list[RowTokens] = []
-    for start in range(0, len(rows), batch_limit):
+    for start in range(0, len(rows.slots), batch_limit):
         out += _forward(asr, rows[start : start + batch_limit])
     return out
 
 
-def _forward(asr, rows: list[Row]) -> list[RowTokens]:
+def _forward(asr, rows: Rows) -> list[RowTokens]:
     from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
 
-    slots = [r.slot for r in rows]
-    chunk = torch.stack([r.chunk for r in rows])
-    lengths = torch.full((len(rows),), chunk.shape[1], device=chunk.device, dtype=torch.long)
-    asr.set_speaker_targets(torch.stack([r.spk for r in rows]), torch.stack([r.bg for r in rows]))
+    slots, chunk = rows.slots, rows.chunk
+    lengths = torch.full((len(slots),), chunk.shape[1], device=chunk.device, dtype=torch.long)
+    asr.set_speaker_targets(rows.spk, rows.bg)
     try:
         encoded, encoded_len, channel, time, cache_len = asr.encoder.cache_aware_stream_step(
             processed_signal=chunk,
