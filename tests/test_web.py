@@ -197,8 +197,28 @@ def test_full_server_and_unreachable_transcriber_give_error_then_close(fake):
         wait_for(lambda: connections(url) == 0)
 
 
-def test_upstream_drop_is_reported_and_resume_start_is_relayed(web, fake):
+def test_upstream_drop_is_resumed_by_the_relay(web, fake):
+    """The upstream drops after the first frame: the relay resumes the session (session id +
+    last seq), swallows the second ready, replays what was not received, and carries on."""
     fake.mode = "drop"
+    pcm = bytes(range(256)) * 25
+    with connect(ws_url(web)) as ws:
+        ws.send(json.dumps(START))
+        sid = recv_json(ws)["session_id"]
+        ws.send(pcm[:3200])
+        assert recv_json(ws)["seq"] == 1
+        ws.send(pcm[3200:])
+        ws.send(json.dumps({"type": "stop"}))
+        msgs, code = drain(ws)
+    assert [m["type"] for m in msgs] == ["transcript", "transcript", "ended"] and code == 1000
+    assert [m["seq"] for m in msgs] == [1, 2, 2], "catch-up, then the next update"
+    assert fake.starts[-1] == {**START, "session_id": sid, "last_seq": 1}
+    assert bytes(fake.audio[sid]) == pcm, "every byte once, in order"
+    assert httpx.get(web + "/status").json()["relay"]["resumed_total"] == 1
+
+
+def test_upstream_lost_for_good_is_reported_and_resume_start_is_relayed(web, fake):
+    fake.mode = "forget"  # drops, then knows no session to resume
     with connect(ws_url(web)) as ws:
         ws.send(json.dumps(START))
         sid = recv_json(ws)["session_id"]
@@ -206,10 +226,13 @@ def test_upstream_drop_is_reported_and_resume_start_is_relayed(web, fake):
         msgs, code = drain(ws)
     assert [m["type"] for m in msgs] == ["transcript", "error"]
     assert msgs[-1]["code"] == "transcriber_lost" and code == 1011
+    assert "unknown_session" in msgs[-1]["message"]
     # The client comes back with its session id and last seq; the relay passes them on.
+    fake.mode = "normal"
     with connect(ws_url(web)) as ws:
         ws.send(json.dumps({**START, "session_id": sid, "last_seq": 1}))
         ready = recv_json(ws)
+        assert recv_json(ws)["seq"] == 1, "the catch-up"
         ws.send(b"\x00\x00" * 1600)
         assert recv_json(ws)["seq"] == 2
     assert ready["resumed"] is True and fake.starts[-1]["last_seq"] == 1

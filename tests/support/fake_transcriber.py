@@ -51,8 +51,9 @@ def canned_transcript(session_id: str) -> Transcript:
 
 
 class FakeTranscriber:
-    """``mode``: 'normal', 'full' (refuse every start) or 'drop' (abort after the first
-    audio frame of a new session; a resumed one carries on)."""
+    """``mode``: 'normal', 'full' (refuse every start), 'drop' (abort after the first
+    audio frame of a new session; a resumed one carries on, after a catch-up update like
+    the real one's) or 'forget' (abort likewise, then refuse to resume: unknown_session)."""
 
     def __init__(self) -> None:
         self.mode = "normal"
@@ -79,6 +80,11 @@ class FakeTranscriber:
                 await ws.close(1013, "server_full")
                 return
             sid = start.get("session_id")
+            if self.mode == "forget" and sid is not None:
+                error = ErrorMessage(code="unknown_session", message=f"fake: no {sid}")
+                await ws.send(error.model_dump_json())
+                await ws.close(1008, "unknown_session")
+                return
             resumed = sid is not None and sid in self.audio
             if not resumed:
                 self._sessions += 1
@@ -87,6 +93,12 @@ class FakeTranscriber:
             ready = Ready(session_id=sid, engine="fake", sample_rate=16000, limits=LIMITS)
             await ws.send(ready.model_copy(update={"resumed": resumed}).model_dump_json())
             seq = start.get("last_seq") or 0 if resumed else 0
+            if resumed:
+                received = len(self.audio[sid]) / 32000
+                catch_up = TranscriptUpdate(
+                    seq=seq, audio_received_s=received, audio_processed_s=received, lag_s=0.0
+                )
+                await ws.send(catch_up.model_dump_json())
             async for msg in ws:
                 if isinstance(msg, bytes):
                     audio = self.audio[sid]
@@ -108,7 +120,7 @@ class FakeTranscriber:
                         lag_s=0.0,
                     )
                     await ws.send(upd.model_dump_json())
-                    if self.mode == "drop" and not resumed:
+                    if self.mode in ("drop", "forget") and not resumed:
                         ws.transport.abort()
                         return
                     continue

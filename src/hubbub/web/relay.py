@@ -9,7 +9,10 @@ one side goes away:
   the transcriber keeps the session for a resume;
 - the transcriber closes (after ``ended`` or an ``error``): close the browser with the
   same code;
-- the transcriber drops, or cannot be reached: send an ``error`` with a code, then close.
+- the transcriber connection is cut mid-stream: reconnect and resume the session, replaying
+  the audio it missed (web/resume.py), so the browser sees one unbroken stream;
+- the transcriber cannot be reached, or the session cannot be resumed: send an ``error``
+  with a code, then close.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from hubbub.web.client import (
     TRANSCRIBER_LOST,
     TranscriberClient,
     TranscriberError,
-    TranscriberStream,
 )
+from hubbub.web.resume import ResumingStream
 
 log = logging.getLogger("hubbub.web")
 
@@ -48,6 +51,7 @@ class RelayStats:
     refused_total: int = 0  # start refused (unreachable, full, bad start)
     bytes_up: int = 0  # PCM bytes relayed to the transcriber
     messages_down: int = 0  # frames relayed to browsers
+    resumed_total: int = 0  # upstream streams resumed after a cut
 
 
 async def _send_error(ws: WebSocket, code: str, message: str, close_code: int) -> None:
@@ -57,9 +61,7 @@ async def _send_error(ws: WebSocket, code: str, message: str, close_code: int) -
         await ws.close(close_code)
 
 
-async def _browser_to_transcriber(
-    ws: WebSocket, stream: TranscriberStream, stats: RelayStats
-) -> str:
+async def _browser_to_transcriber(ws: WebSocket, stream: ResumingStream, stats: RelayStats) -> str:
     """Pump until the browser goes ('browser') or the upstream refuses a send ('upstream')."""
     while True:
         try:
@@ -78,9 +80,7 @@ async def _browser_to_transcriber(
             return "upstream"
 
 
-async def _transcriber_to_browser(
-    ws: WebSocket, stream: TranscriberStream, stats: RelayStats
-) -> str:
+async def _transcriber_to_browser(ws: WebSocket, stream: ResumingStream, stats: RelayStats) -> str:
     """Pump until the upstream closes ('upstream') or the browser is gone ('browser')."""
     async for raw in stream.raw_messages():
         try:
@@ -98,7 +98,7 @@ async def relay(ws: WebSocket, client: TranscriberClient, stats: RelayStats) -> 
     """Serve one browser socket for its whole life."""
     await ws.accept()
     stats.connections += 1
-    stream: TranscriberStream | None = None
+    stream: ResumingStream | None = None
     try:
         try:
             first = await asyncio.wait_for(ws.receive(), START_TIMEOUT_S)
@@ -114,13 +114,18 @@ async def relay(ws: WebSocket, client: TranscriberClient, stats: RelayStats) -> 
             )
             return
         try:
-            stream = await client.open_stream(first["text"])
+            upstream = await client.open_stream(first["text"])
         except TranscriberError as exc:
             stats.refused_total += 1
             log.info("stream refused: %s", exc)
             await _send_error(ws, exc.code, exc.message, exc.close_code)
             return
         stats.streams_total += 1
+
+        def resumed() -> None:
+            stats.resumed_total += 1
+
+        stream = ResumingStream(client, upstream, on_resume=resumed)
         await ws.send_text(stream.ready_raw)
         stats.messages_down += 1
 
@@ -144,6 +149,9 @@ async def relay(ws: WebSocket, client: TranscriberClient, stats: RelayStats) -> 
         for task in (up, down):
             task.cancel()
         await asyncio.gather(up, down, return_exceptions=True)
+        if stream.lost is not None:
+            await _send_error(ws, TRANSCRIBER_LOST, stream.lost, CLOSE_INTERNAL)
+            return
         code = stream.close_code
         if code is None or code in ABNORMAL_CLOSE_CODES:
             if not stream.ended:
