@@ -53,7 +53,8 @@ def canned_transcript(session_id: str) -> Transcript:
 class FakeTranscriber:
     """``mode``: 'normal', 'full' (refuse every start), 'drop' (abort after the first
     audio frame of a new session; a resumed one carries on, after a catch-up update like
-    the real one's) or 'forget' (abort likewise, then refuse to resume: unknown_session)."""
+    the real one's), 'forget' (abort likewise, then refuse to resume: unknown_session) or
+    'quiet' (no ``transcript`` after the first: a server with nothing new to say)."""
 
     def __init__(self) -> None:
         self.mode = "normal"
@@ -119,7 +120,8 @@ class FakeTranscriber:
                         audio_processed_s=len(audio) / 32000,
                         lag_s=0.0,
                     )
-                    await ws.send(upd.model_dump_json())
+                    if self.mode != "quiet" or seq == 1:
+                        await ws.send(upd.model_dump_json())
                     if self.mode in ("drop", "forget") and not resumed:
                         ws.transport.abort()
                         return

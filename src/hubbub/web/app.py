@@ -68,7 +68,10 @@ def rename_speakers(body: bytes, names: dict[str, str], fmt: str) -> str | None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    client = TranscriberClient(settings.transcriber_url)
+    # One key for the deployment: what clients must present is what we present upstream.
+    api_key = getattr(settings, "api_key", None)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    client = TranscriberClient(settings.transcriber_url, headers=headers)
     stats = RelayStats()
     dirs = ui_dirs(settings)
     started = time.time()
