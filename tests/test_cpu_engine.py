@@ -101,7 +101,7 @@ def test_session_state_stays_bounded(cpu_engine, speech_dir):
     session = cpu_engine.open_session("long", SessionOptions())
     chunk = cpu_engine.chunk_samples
     sizes = []
-    for _ in range(3):
+    for _ in range(2):
         for i in range(0, len(conv), chunk):
             cpu_engine.step([ChunkInput(session, conv[i : i + chunk])])
             sizes.append(len(session.tracker.buffer) + len(session.emb.features) * 40)

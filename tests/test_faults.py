@@ -207,17 +207,18 @@ def test_a_client_that_never_reads_does_not_stall_others(transcriber_url, speech
     stop = threading.Event()
 
     def never_read() -> None:
-        for i in range(0, len(pcm), 16000):
-            if stop.is_set():
+        # Audio at the pace of speech (0.25 s every 0.25 s); updates are never read.
+        for i in range(0, len(pcm), 8000):
+            if stop.wait(0.25):
                 return
-            slow.send(pcm[i : i + 16000])
+            slow.send(pcm[i : i + 8000])
 
     t = threading.Thread(target=never_read, daemon=True)
     t.start()
     try:
         with connect(_ws(transcriber_url)) as ws:
             ws.send(START)
-            ws.recv(timeout=10)
+            assert json.loads(ws.recv(timeout=10))["type"] == "ready"
             short = float_to_pcm16(load_audio(speech_dir / "openai-whisper/jfk.16k.wav"))
             ws.send(short)
             ws.send('{"type": "stop"}')
