@@ -12,6 +12,7 @@ import pytest
 from hubbub.engines.driver import transcribe_streams
 from hubbub.evaluation.metrics import wer
 from hubbub.transcript import Transcript, Word
+
 from support.voices import Conversation, Turn, available_voices, make_conversation
 
 # Distinct sentences, each long enough (>= 2.5 s spoken) for a reliable speaker embedding.
