@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hubbub.cli import bench, evaluate, serve, stream, transcribe
+from hubbub.cli import bench, deploy, evaluate, serve, stream, transcribe
 
 app = typer.Typer(
     name="hubbub",
@@ -20,6 +20,7 @@ app.command("transcriber")(serve.transcriber)
 app.command("web")(serve.web)
 app.command("stream")(stream.stream)
 app.command("bench")(bench.bench)
+app.add_typer(deploy.app, name="deploy")
 
 
 def main() -> None:
