@@ -294,3 +294,27 @@ def test_page_resumes_its_session_after_a_dropped_connection(
         assert page.locator("#sessions li").count() >= 1
         browser.close()
     assert errors == []
+
+
+def test_page_with_an_api_key(playwright, conversation):
+    """Opened as /?token=KEY the page streams and lists sessions; without it, it says why."""
+    browser = launch(playwright, conversation)
+    with (
+        FakeTranscriber().running() as fake,
+        serve(create_app(Settings(transcriber_url=fake.url, api_key="k3y"))) as url,
+    ):
+        page, errors = open_page(browser, url)
+        page.wait_for_selector("#sessions >> text=need an access key")
+        page.click("#connect")
+        page.wait_for_selector("#notice[data-kind=error] >> text=needs an access key")
+        assert state(page) == "failed"
+
+        page, errors = open_page(browser, url + "/?token=k3y")
+        page.wait_for_selector("#sessions li[data-id=fake1]")
+        page.click("#start")
+        page.wait_for_function("() => window.hubbub.view.finals.length >= 2", timeout=15_000)
+        page.click("#stop")
+        page.wait_for_function("() => window.hubbub.conn.state === 'ended'")
+        assert fake.headers[-1]["authorization"] == "Bearer k3y"
+    browser.close()
+    assert errors == []

@@ -217,7 +217,22 @@ def test_upstream_drop_is_resumed_by_the_relay(web, fake):
     assert httpx.get(web + "/status").json()["relay"]["resumed_total"] == 1
 
 
-def test_upstream_lost_for_good_is_reported_and_resume_start_is_relayed(web, fake):
+def test_resume_tries_again_when_it_reaches_a_replica_without_the_session(web, fake):
+    fake.mode = "drop"
+    fake.refuse_resumes = 3  # as if the balancer sent the first tries to other replicas
+    with connect(ws_url(web)) as ws:
+        ws.send(json.dumps(START))
+        recv_json(ws)
+        ws.send(b"\x00\x00" * 1600)
+        ws.send(b"\x00\x00" * 1600)
+        ws.send(json.dumps({"type": "stop"}))
+        msgs, code = drain(ws)
+    assert [m["type"] for m in msgs] == ["transcript", "transcript", "transcript", "ended"]
+    assert code == 1000 and len(fake.starts) == 5 and fake.audio["fake1"] == b"\x00" * 6400
+
+
+def test_upstream_lost_for_good_is_reported_and_resume_start_is_relayed(web, fake, monkeypatch):
+    monkeypatch.setattr("hubbub.web.resume.UNKNOWN_SESSION_TRIES", 2)
     fake.mode = "forget"  # drops, then knows no session to resume
     with connect(ws_url(web)) as ws:
         ws.send(json.dumps(START))
@@ -236,6 +251,40 @@ def test_upstream_lost_for_good_is_reported_and_resume_start_is_relayed(web, fak
         ws.send(b"\x00\x00" * 1600)
         assert recv_json(ws)["seq"] == 2
     assert ready["resumed"] is True and fake.starts[-1]["last_seq"] == 1
+
+
+def test_api_key_origin_and_per_client_limit(fake):
+    """With a key, /ws, /api and /status want it (header or ?token=) and the relay presents
+    it upstream; a foreign Origin is refused; one client holds a bounded number of streams."""
+    settings = Settings(transcriber_url=fake.url, api_key="s3cret", max_connections_per_client=1)
+    with serve(create_app(settings)) as url:
+        assert httpx.get(url + "/health").status_code == 200
+        assert httpx.get(url + "/").status_code == 200, "the page itself is public"
+        assert httpx.get(url + "/api/sessions").status_code == 401
+        assert httpx.get(url + "/status").status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(url + "/api/sessions", headers=auth).status_code == 200
+        assert httpx.get(url + "/api/sessions?token=s3cret").status_code == 200
+
+        with connect(ws_url(url)) as ws:  # refused before any start
+            msgs, code = drain(ws)
+        assert [m["code"] for m in msgs] == ["unauthorized"] and code == 1008
+        with connect(ws_url(url) + "?token=s3cret", origin="http://evil.example") as ws:
+            msgs, code = drain(ws)
+        assert [m["code"] for m in msgs] == ["forbidden_origin"] and code == 1008
+
+        host = url.removeprefix("http://")
+        with connect(ws_url(url) + "?token=s3cret", origin=f"http://{host}") as ws:
+            ws.send(json.dumps(START))
+            assert recv_json(ws)["type"] == "ready"
+            with connect(ws_url(url) + "?token=s3cret") as second:
+                msgs, code = drain(second)
+            assert [m["code"] for m in msgs] == ["too_many_connections"] and code == 1013
+            ws.send(json.dumps({"type": "stop"}))
+            drain(ws)
+        assert fake.headers[-1]["authorization"] == "Bearer s3cret"
+        assert fake.headers[-1]["x-forwarded-for"] == "127.0.0.1"
+        assert httpx.get(url + "/status", headers=auth).json()["relay"]["refused_total"] == 3
 
 
 # -- HTTP: sessions proxy, health, UI -----------------------------------------------------------

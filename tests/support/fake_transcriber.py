@@ -58,7 +58,9 @@ class FakeTranscriber:
 
     def __init__(self) -> None:
         self.mode = "normal"
+        self.refuse_resumes = 0  # say unknown_session to this many resumes, like other replicas
         self.starts: list[dict] = []
+        self.headers: list[dict[str, str]] = []  # each stream's handshake headers
         self.controls: list[dict] = []
         self.close_codes: list[int | None] = []
         self.audio: dict[str, bytearray] = defaultdict(bytearray)
@@ -71,6 +73,8 @@ class FakeTranscriber:
     # -- WS /v1/stream ------------------------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        self.headers.append({k.lower(): v for k, v in ws.request.headers.raw_items()})
         try:
             start = json.loads(await ws.recv())
             self.starts.append(start)
@@ -81,7 +85,8 @@ class FakeTranscriber:
                 await ws.close(1013, "server_full")
                 return
             sid = start.get("session_id")
-            if self.mode == "forget" and sid is not None:
+            if sid is not None and (self.mode == "forget" or self.refuse_resumes > 0):
+                self.refuse_resumes -= self.mode != "forget"
                 error = ErrorMessage(code="unknown_session", message=f"fake: no {sid}")
                 await ws.send(error.model_dump_json())
                 await ws.close(1008, "unknown_session")

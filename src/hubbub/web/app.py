@@ -11,18 +11,20 @@ import json
 import mimetypes
 import re
 import time
+from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 
 import hubbub
+from hubbub.security import require_key, websocket_refusal
 from hubbub.settings import Settings
 from hubbub.transcript import EXPORT_FORMATS, Transcript, export
 from hubbub.web.client import TRANSCRIBER_UNAVAILABLE, TranscriberClient, TranscriberUnavailable
-from hubbub.web.relay import RelayStats, relay
+from hubbub.web.relay import RelayStats, refuse, relay
 
 STATIC_DIR = Path(__file__).parent / "static"
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -69,7 +71,7 @@ def rename_speakers(body: bytes, names: dict[str, str], fmt: str) -> str | None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # One key for the deployment: what clients must present is what we present upstream.
-    api_key = getattr(settings, "api_key", None)
+    api_key = settings.api_key
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     client = TranscriberClient(settings.transcriber_url, headers=headers)
     stats = RelayStats()
@@ -100,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
         }
 
-    @app.get("/status")
+    @app.get("/status", dependencies=[Depends(require_key)])
     async def status() -> dict:
         h = await client.health()
         return {
@@ -118,9 +120,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
         }
 
+    per_client: Counter[str] = Counter()
+
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
-        await relay(websocket, client, stats)
+        refusal = websocket_refusal(settings, websocket)
+        if refusal is not None:
+            await refuse(websocket, *refusal, stats)
+            return
+        peer = websocket.client.host if websocket.client else "?"
+        limit = settings.max_connections_per_client
+        if per_client[peer] >= limit:
+            await refuse(websocket, "too_many_connections", f"at most {limit} streams", stats)
+            return
+        per_client[peer] += 1
+        try:
+            # The transcriber sees the web app as its client; this says whose stream it is.
+            await relay(websocket, client, stats, headers={"X-Forwarded-For": peer})
+        finally:
+            per_client[peer] -= 1
+            if per_client[peer] <= 0:
+                del per_client[peer]
 
     async def upstream(path: str, params: dict[str, str], method: str = "GET") -> Response:
         try:
@@ -132,11 +152,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         headers = {k: r.headers[k] for k in PASS_HEADERS if k in r.headers}
         return Response(r.content, r.status_code, headers=headers)
 
-    @app.get("/api/sessions")
+    @app.get("/api/sessions", dependencies=[Depends(require_key)])
     async def sessions(request: Request) -> Response:
         return await upstream("/v1/sessions", dict(request.query_params))
 
-    @app.get("/api/sessions/{session_id}")
+    @app.get("/api/sessions/{session_id}", dependencies=[Depends(require_key)])
     async def session(session_id: str, request: Request) -> Response:
         """A stored transcript; ``names`` (a JSON object) relabels speakers in exports."""
         if not SESSION_ID.match(session_id):
@@ -162,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         headers = {"content-disposition": f'attachment; filename="{session_id}.{fmt}"'}
         return Response(text, media_type=f"{media}; charset=utf-8", headers=headers)
 
-    @app.delete("/api/sessions/{session_id}")
+    @app.delete("/api/sessions/{session_id}", dependencies=[Depends(require_key)])
     async def delete_session(session_id: str) -> Response:
         if not SESSION_ID.match(session_id):
             raise HTTPException(404, "no such session")

@@ -104,8 +104,15 @@ class TranscriberStream:
     and ``ended`` follow the stream, so a dropped stream can be resumed.
     """
 
-    def __init__(self, ws: ClientConnection, ready_raw: str, start: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        ready_raw: str,
+        start: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self._ws = ws
+        self.headers = dict(headers or {})  # this stream's own, e.g. X-Forwarded-For
         self.ready_raw = ready_raw
         self.ready = Ready.model_validate_json(ready_raw)
         self.start = dict(start)
@@ -238,11 +245,14 @@ class TranscriberClient:
     # -- streaming ------------------------------------------------------------------
 
     async def open_stream(
-        self, start: Start | Mapping[str, Any] | str | None = None
+        self,
+        start: Start | Mapping[str, Any] | str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> TranscriberStream:
         """Connect, send ``start`` and wait for ``ready``.
 
-        ``start`` may be a raw JSON string, forwarded verbatim (what the relay does).
+        ``start`` may be a raw JSON string, forwarded verbatim (what the relay does);
+        ``headers`` are added to the client's own for this stream (``X-Forwarded-For``).
         Raises ``TranscriberUnavailable`` when the transcriber cannot be reached and
         ``TranscriberError`` (with the server's code and close code) when it refuses.
         """
@@ -264,7 +274,7 @@ class TranscriberClient:
         try:
             ws = await connect(
                 self.ws_url,
-                additional_headers=self.headers or None,
+                additional_headers={**self.headers, **(headers or {})} or None,
                 open_timeout=self.open_timeout,
                 compression=None,
                 proxy=None,
@@ -296,7 +306,7 @@ class TranscriberClient:
 
         kind, _ = _peek(first) if isinstance(first, str) else (None, None)
         if kind == "ready":
-            return TranscriberStream(ws, first, start_fields)
+            return TranscriberStream(ws, first, start_fields, headers)
         if kind == "error":
             err = ErrorMessage.model_validate_json(first)
             # The server closes right after an error; its close code is part of the answer.

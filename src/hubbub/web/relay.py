@@ -28,7 +28,9 @@ from hubbub.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
+    CLOSE_POLICY,
     CLOSE_PROTOCOL_ERROR,
+    ERROR_CLOSE_CODES,
     ErrorMessage,
 )
 from hubbub.web.client import (
@@ -94,8 +96,20 @@ async def _transcriber_to_browser(ws: WebSocket, stream: ResumingStream, stats: 
     return "upstream"
 
 
-async def relay(ws: WebSocket, client: TranscriberClient, stats: RelayStats) -> None:
-    """Serve one browser socket for its whole life."""
+async def refuse(ws: WebSocket, code: str, message: str, stats: RelayStats) -> None:
+    """Accept only to say why not (browsers see no reason on a refused handshake)."""
+    stats.refused_total += 1
+    await ws.accept()
+    await _send_error(ws, code, message, ERROR_CLOSE_CODES.get(code, CLOSE_POLICY))
+
+
+async def relay(
+    ws: WebSocket,
+    client: TranscriberClient,
+    stats: RelayStats,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Serve one browser socket for its whole life (``headers`` go upstream with it)."""
     await ws.accept()
     stats.connections += 1
     stream: ResumingStream | None = None
@@ -114,7 +128,7 @@ async def relay(ws: WebSocket, client: TranscriberClient, stats: RelayStats) -> 
             )
             return
         try:
-            upstream = await client.open_stream(first["text"])
+            upstream = await client.open_stream(first["text"], headers=headers)
         except TranscriberError as exc:
             stats.refused_total += 1
             log.info("stream refused: %s", exc)

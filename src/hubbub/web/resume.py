@@ -178,7 +178,7 @@ class ResumingStream:
         log.info("transcriber connection cut (code %s): resuming %s", self.close_code, start)
         while self.lost is None:
             try:
-                stream = await self.client.open_stream(start)
+                stream = await self.client.open_stream(start, headers=self.stream.headers)
             except TranscriberError as exc:
                 left = deadline - time.monotonic()
                 if exc.code not in RETRY_CODES or left <= 0:

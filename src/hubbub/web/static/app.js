@@ -276,10 +276,11 @@ async function loadSessions() {
   let data;
   try {
     const r = await fetch(api("sessions?limit=50"));
-    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    if (!r.ok) throw new Error(r.status === 401 ? "key" : `HTTP ${r.status}`);
     data = await r.json();
-  } catch {
-    list.replaceChildren(el("li", { class: "muted small" }, "Past sessions are unavailable."));
+  } catch (err) {
+    const why = err.message === "key" ? "Past sessions need an access key (open the page as …/?token=YOUR_KEY)." : "Past sessions are unavailable.";
+    list.replaceChildren(el("li", { class: "muted small" }, why));
     return;
   }
   const sessions = Array.isArray(data) ? data : data.sessions || [];
