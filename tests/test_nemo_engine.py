@@ -313,3 +313,31 @@ def test_live_service_streams_over_websocket(engine, clips, tmp_path):
     assert any(len(u["partials"]) >= 2 for u in updates)
     assert updates[-1]["audio_processed_s"] == pytest.approx(len(clips[0]) / 16000, abs=0.05)
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_a_failed_step_leaves_sessions_as_they_were(engine, clips, monkeypatch):
+    """The scheduler retries a failed batch session by session: nothing may advance twice."""
+    import hubbub.engines.nemo.engine as module
+
+    real, calls = module.asr_step, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the diarizer and the windows have moved on
+            raise RuntimeError("injected")
+        return real(*args, **kwargs)
+
+    expected = finals(stream(engine, [clips[1]])[0])
+    monkeypatch.setattr(module, "asr_step", flaky)
+    s = engine.open_session("s0", SessionOptions())
+    chunk, audio, got = engine.chunk_samples, clips[1], []
+    for start in range(0, len(audio), chunk):
+        item = ChunkInput(s, audio[start : start + chunk], flush=start + chunk >= len(audio))
+        try:
+            update = engine.step([item])[0]
+        except RuntimeError:
+            update = engine.step([item])[0]  # the scheduler's retry
+        got.append(update)
+    assert calls["n"] > 3
+    assert finals(got) == expected
+    engine.close_session(s)

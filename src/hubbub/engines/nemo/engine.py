@@ -105,15 +105,33 @@ class NemoEngine(Engine):
     # -- one step ------------------------------------------------------------------
 
     def step(self, batch: Sequence[ChunkInput]) -> list[EngineUpdate]:
+        if not batch:
+            return []
+        chunk = self.chunk_samples
+        for item in batch:
+            n, s = len(item.audio), item.session
+            if not isinstance(s, NemoSession) or s.closed:
+                raise ValueError(f"session {s.id} is not an open NeMo session")
+            if n > chunk or (n < chunk and not item.flush):
+                raise ValueError(f"a chunk holds {chunk} samples, not {n}")
+        sessions = [item.session for item in batch if isinstance(item.session, NemoSession)]
+        snapshots = [s.snapshot() for s in sessions]
+        try:
+            return self._step(batch)
+        except BaseException:
+            # Leave every session as it was: the scheduler retries them one by one.
+            for s, snap in zip(sessions, snapshots, strict=True):
+                s.restore(snap)
+            raise
+
+    def _step(self, batch: Sequence[ChunkInput]) -> list[EngineUpdate]:
         chunk = self.chunk_samples
         first: list[_Advance] = []
         extra: list[_Advance] = []
         for item in batch:
             s = item.session
-            assert isinstance(s, NemoSession) and not s.closed
+            assert isinstance(s, NemoSession)
             audio = np.asarray(item.audio, np.float32)
-            if len(audio) > chunk or (len(audio) < chunk and not item.flush):
-                raise ValueError(f"a chunk holds {chunk} samples, not {len(audio)}")
             pad = chunk - len(audio)
             first.append(_Advance(s, np.pad(audio, (0, pad)), s.pad_samples))
             if item.flush and pad < FLUSH_TAIL:

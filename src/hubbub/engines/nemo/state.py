@@ -8,6 +8,7 @@ caches and the decoder's LSTM state, and the word tails are bounded by ``words.p
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,30 @@ class NemoSession(EngineSession):
             out[f"slot{k}.cache_channel"] = tuple(slot.cache_channel.shape)
             out[f"slot{k}.cache_time"] = tuple(slot.cache_time.shape)
         return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a step changes, cheaply: the engine replaces tensors, never edits them."""
+        return {
+            "counters": (self.samples_in, self.pad_samples, self.steps, self.segments_out),
+            "window": None if self.window is None else self.window.samples.copy(),
+            "diar": copy.copy(self.diar),
+            "slots": {
+                k: (copy.copy(slot), slot.words.state() if slot.words else None)
+                for k, slot in self.slots.items()
+            },
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Undo a failed step, so that the scheduler's retry starts from the same place."""
+        self.samples_in, self.pad_samples, self.steps, self.segments_out = snap["counters"]
+        if self.window is not None and snap["window"] is not None:
+            self.window.samples[:] = snap["window"]
+        self.diar = snap["diar"]
+        self.slots = {}
+        for k, (slot, words) in snap["slots"].items():
+            if slot.words is not None and words is not None:
+                slot.words.restore(words)
+            self.slots[k] = slot
 
     def release(self) -> None:
         """Drop every tensor (close_session): the session object may outlive its state."""

@@ -57,6 +57,19 @@ class SpeakerWords:
         self.current: _OpenWord | None = None
         self.last_token_s = 0.0
 
+    def state(self) -> tuple:
+        """Everything ``add`` and ``close`` change, to undo a failed step."""
+        cur = self.current
+        copy = None if cur is None else _OpenWord(list(cur.ids), cur.start, cur.end, cur.overlap)
+        return list(self.words), copy, self.last_token_s
+
+    def restore(self, state: tuple) -> None:
+        words, cur, self.last_token_s = state
+        self.words = list(words)
+        self.current = (
+            None if cur is None else _OpenWord(list(cur.ids), cur.start, cur.end, cur.overlap)
+        )
+
     @property
     def open_words(self) -> int:
         return len(self.words) + (self.current is not None)
