@@ -7,8 +7,10 @@ voice's label when it comes back, and get each turn's words right.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from hubbub.engines.base import ChunkInput, SessionOptions
 from hubbub.engines.driver import transcribe_streams
 from hubbub.evaluation.metrics import wer
 from hubbub.transcript import Transcript, Word
@@ -94,3 +96,26 @@ def test_no_words_outside_the_turns(conversation: Conversation, transcript: Tran
     placed = sum(len(_words_in(transcript, t)) for t in conversation.turns)
     total = sum(len(s.words) for s in transcript.segments)
     assert placed == total, _describe(transcript)
+
+
+def test_partials_refresh_about_every_second(cpu_engine, conversation: Conversation) -> None:
+    """While a voice speaks, its partial text is refreshed every ~1 s of audio."""
+    session = cpu_engine.open_session("partials", SessionOptions())
+    chunk = cpu_engine.chunk_samples
+    last: dict[float, tuple[float, str]] = {}  # utterance start -> (end, text) last seen
+    gaps: list[float] = []
+    refreshed_at: dict[float, float] = {}
+    audio = conversation.audio
+    for i in range(0, len(audio), chunk):
+        piece = audio[i : i + chunk]
+        upd = cpu_engine.step([ChunkInput(session, piece, i + chunk >= len(audio))])[0]
+        for p in upd.partials:
+            assert p.text.strip()
+            if last.get(p.start) != (p.end, p.text):
+                if p.start in refreshed_at:
+                    gaps.append(session.audio_s - refreshed_at[p.start])
+                refreshed_at[p.start] = session.audio_s
+                last[p.start] = (p.end, p.text)
+    cpu_engine.close_session(session)
+    assert len(gaps) >= 10, gaps
+    assert float(np.median(gaps)) <= 1.0, gaps

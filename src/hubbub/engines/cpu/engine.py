@@ -152,7 +152,10 @@ class CpuEngine(Engine):
         want_partial = None
         if open_utt is not None:
             open_windows = self._new_windows(s.emb, open_utt)
-            due = s.samples_in - s.last_partial_at >= self.config.partial_interval_s * SAMPLE_RATE
+            # Refresh on the step nearest the interval: with 0.32 s chunks, waiting for a
+            # full 1.0 s made it every 1.28 s.
+            since = s.samples_in - s.last_partial_at + self.chunk_samples // 2
+            due = since >= self.config.partial_interval_s * SAMPLE_RATE
             if due and open_utt.duration_s >= self.config.min_partial_s:
                 want_partial = open_utt
         else:
