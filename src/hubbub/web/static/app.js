@@ -257,7 +257,8 @@ async function upload(file) {
     }
     notice.show("info", `${file.name} transcribed.`);
   } catch (err) {
-    if (conn.state !== "failed") notice.show("error", `Upload stopped: ${err.message || err}`);
+    if (["stopping", "ended"].includes(conn.state)) notice.show("info", `Upload stopped; what was sent is transcribed.`);
+    else if (conn.state !== "failed") notice.show("error", `Upload stopped: ${err.message || err}`);
   } finally {
     uploading = false;
     $("#progress").hidden = true;
