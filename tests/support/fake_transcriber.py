@@ -64,6 +64,7 @@ class FakeTranscriber:
         self.controls: list[dict] = []
         self.close_codes: list[int | None] = []
         self.audio: dict[str, bytearray] = defaultdict(bytearray)
+        self.finals: dict[str, list[Segment]] = defaultdict(list)  # one per frame, seq order
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._sessions = 0
@@ -98,11 +99,15 @@ class FakeTranscriber:
                 self.audio[sid] = bytearray()
             ready = Ready(session_id=sid, engine="fake", sample_rate=16000, limits=LIMITS)
             await ws.send(ready.model_copy(update={"resumed": resumed}).model_dump_json())
-            seq = start.get("last_seq") or 0 if resumed else 0
-            if resumed:
+            seq = len(self.finals[sid])
+            if resumed:  # like the real one: the finals after last_seq, the current seq
                 received = len(self.audio[sid]) / 32000
                 catch_up = TranscriptUpdate(
-                    seq=seq, audio_received_s=received, audio_processed_s=received, lag_s=0.0
+                    seq=seq,
+                    finals=self.finals[sid][start.get("last_seq") or 0 :],
+                    audio_received_s=received,
+                    audio_processed_s=received,
+                    lag_s=0.0,
                 )
                 await ws.send(catch_up.model_dump_json())
             async for msg in ws:
@@ -118,6 +123,7 @@ class FakeTranscriber:
                         end=len(audio) / 32000,
                         text=f"chunk {seq}",
                     )
+                    self.finals[sid].append(seg)
                     upd = TranscriptUpdate(
                         seq=seq,
                         finals=[seg],

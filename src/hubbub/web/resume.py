@@ -10,10 +10,15 @@ notices:
   ``transcript`` that follows it (finals missed while cut, current partials) is passed on;
 - audio the transcriber had not received when the cut came is sent again. Each
   ``transcript`` says how much audio arrived (``audio_received_s``), so the frames up to
-  there are dropped from a replay buffer; the catch-up says it exactly. Audio and
-  ``stop``/``finalize`` that the browser sends while the relay reconnects wait in order.
+  there are dropped from a replay log; the catch-up says it exactly. ``stop`` and
+  ``finalize`` go in the same log, in order, and leave it once audio sent after them has
+  arrived (a ``stop`` stays until ``ended``): a control written into a socket that was
+  already dead is sent again, not lost.
 
 A close that came with ``ended`` or an ``error`` is the transcriber's answer, not a cut.
+With several transcriber replicas and no sticky sessions, a reconnect may reach a replica
+that does not hold the session (``unknown_session``): a few more tries reach the one that
+does, if it is still there.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ RETRY_CODES = frozenset(
         "bad_message",
     }
 )
-HELD_CONTROLS = ("stop", "finalize")  # a ping said while cut would be answered by nobody
+UNKNOWN_SESSION_TRIES = 8  # ~3.5 s of tries at the backoff below
+LOGGED_CONTROLS = ("stop", "finalize")  # a ping said while cut would be answered by nobody
 
 
 def _json(raw: str) -> dict[str, Any]:
@@ -77,16 +83,17 @@ class ResumingStream:
         self.ready_raw = stream.ready_raw
         self.resume_within_s = resume_within_s
         self.on_resume = on_resume
+        self.unknown_session_tries = UNKNOWN_SESSION_TRIES
         rate = int(stream.start.get("sample_rate") or 16_000)
         self._bytes_per_s = rate * int(stream.start.get("channels") or 1) * 2
         # audio_received_s comes rounded to 1 ms; a frame within that of it has arrived.
         self._slack = self._bytes_per_s // 2000 + 1
         self._max_replay = int(stream.ready.limits.max_buffered_s * self._bytes_per_s)
-        self._frames: deque[tuple[int, bytes]] = deque()  # (end offset, frame), not acked
+        # (audio bytes sent up to and including it, PCM frame or control), not yet acked
+        self._log: deque[tuple[int, bytes | str]] = deque()
         self._sent = 0  # bytes the browser sent so far
         self._lock = asyncio.Lock()  # keeps sends and replays in order
         self._connected = True
-        self._held: list[str] = []
         self.resumes = 0
         self.lost: str | None = None  # why resuming gave up
 
@@ -111,7 +118,7 @@ class ResumingStream:
     @property
     def replay_bytes(self) -> int:
         """Audio sent but not yet acknowledged by the transcriber."""
-        return self._sent - (self._frames[0][0] - len(self._frames[0][1]) if self._frames else 0)
+        return sum(len(item) for _, item in self._log if isinstance(item, bytes))
 
     # -- browser -> transcriber -------------------------------------------------------
 
@@ -120,7 +127,7 @@ class ResumingStream:
             if self.lost:
                 return
             self._sent += len(pcm)
-            self._frames.append((self._sent, pcm))
+            self._log.append((self._sent, pcm))
             if not self._connected and self.replay_bytes > self._max_replay:
                 self.lost = "the transcriber was away longer than its audio buffer"
             if self._connected:
@@ -131,14 +138,13 @@ class ResumingStream:
 
     async def send_control(self, text: str) -> None:
         async with self._lock:
+            if _json(text).get("type") in LOGGED_CONTROLS:
+                self._log.append((self._sent, text))
             if self._connected:
                 try:
                     await self.stream.send_control(text)
-                    return
                 except Exception:
                     self._connected = False
-            if _json(text).get("type") in HELD_CONTROLS:
-                self._held.append(text)
 
     # -- transcriber -> browser -------------------------------------------------------
 
@@ -146,9 +152,15 @@ class ResumingStream:
         received = msg.get("audio_received_s")
         if not isinstance(received, int | float):
             return
-        acked = int(received * self._bytes_per_s) + self._slack
-        while self._frames and self._frames[0][0] <= acked:
-            self._frames.popleft()
+        got = round(received * self._bytes_per_s)
+        while self._log:
+            end, item = self._log[0]
+            # A frame has arrived when the count reaches its end; a control, when audio
+            # sent after it has arrived too (the stream is ordered).
+            done = end <= got + self._slack if isinstance(item, bytes) else end < got - self._slack
+            if not done:
+                break
+            self._log.popleft()
 
     async def raw_messages(self) -> AsyncIterator[str | bytes]:
         """The transcriber's frames, across reconnections, until it ends or we give up."""
@@ -175,13 +187,18 @@ class ResumingStream:
         began = time.monotonic()
         deadline = began + self.resume_within_s
         delay = 0.05
+        unknown = 0
         log.info("transcriber connection cut (code %s): resuming %s", self.close_code, start)
         while self.lost is None:
             try:
                 stream = await self.client.open_stream(start, headers=self.stream.headers)
             except TranscriberError as exc:
                 left = deadline - time.monotonic()
-                if exc.code not in RETRY_CODES or left <= 0:
+                unknown += exc.code == "unknown_session"
+                again = exc.code in RETRY_CODES or (
+                    exc.code == "unknown_session" and unknown < self.unknown_session_tries
+                )
+                if not again or left <= 0:
                     self.lost = f"could not resume: {exc.code}: {exc.message}"
                     break
                 await asyncio.sleep(min(delay, left))
@@ -214,11 +231,11 @@ class ResumingStream:
             self.stream = stream
             log.info("replaying %d bytes the transcriber missed", self.replay_bytes)
             try:
-                for _, frame in self._frames:
-                    await stream.send_audio(frame)
-                for text in self._held:
-                    await stream.send_control(text)
-                self._held.clear()
+                for _, item in self._log:
+                    if isinstance(item, bytes):
+                        await stream.send_audio(item)
+                    else:
+                        await stream.send_control(item)
                 self._connected = True
             except Exception:  # cut again: the caller finds the stream closed and retries
                 pass
