@@ -29,6 +29,9 @@ class Start(BaseModel):
     max_speakers: int | None = Field(None, ge=1, le=32)
     session_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     last_seq: int | None = Field(None, ge=0)
+    # False for audio sent faster than real time (an upload): it is not counted as lag
+    # when deciding whether to admit new live sessions.
+    realtime: bool = True
 
 
 class Finalize(BaseModel):
@@ -122,4 +125,8 @@ ERROR_CLOSE_CODES: dict[str, int] = {
     "unknown_session": CLOSE_POLICY,
     "engine_error": CLOSE_INTERNAL,
     "shutting_down": CLOSE_GOING_AWAY,
+    # Added by the web app's relay:
+    "transcriber_unavailable": CLOSE_TRY_AGAIN,
+    "transcriber_lost": CLOSE_INTERNAL,
+    "transcriber_timeout": CLOSE_TRY_AGAIN,
 }

@@ -54,3 +54,18 @@ def websocket_refusal(settings: Settings, ws: WebSocket) -> tuple[str, str] | No
     if not key_ok(settings, ws):
         return "unauthorized", "missing or wrong API key"
     return None
+
+
+def client_id(settings: Settings, conn: HTTPConnection) -> str:
+    """Who a connection is for: the peer, or the browser a trusted relay speaks for.
+
+    The web app relays many browsers over its own connections and names each in
+    ``X-Forwarded-For``; that header is believed only from trusted proxies or from a
+    relay that presented the API key, since anyone else could forge it.
+    """
+    peer = conn.client.host if conn.client else "?"
+    forwarded = conn.headers.get("x-forwarded-for")
+    trusted = peer in settings.trusted_proxies or (settings.api_key and key_ok(settings, conn))
+    if forwarded and trusted:
+        return forwarded.split(",")[0].strip() or peer
+    return peer

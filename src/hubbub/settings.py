@@ -50,6 +50,10 @@ class Settings(BaseSettings):
         default_factory=list, description="Browser origins allowed on WebSockets besides our own"
     )
     max_connections_per_client: int = Field(8, ge=1)
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Peers whose X-Forwarded-For names the real client (the web app)",
+    )
     resume_grace_s: float = Field(60.0, ge=0, description="How long a dropped session waits")
     max_upload_mb: float = Field(200.0, gt=0)
     # web app (UI + relay to the transcriber)

@@ -38,7 +38,7 @@ from hubbub.protocol import (
     TranscriptUpdate,
     client_message,
 )
-from hubbub.security import websocket_refusal
+from hubbub.security import client_id, websocket_refusal
 from hubbub.transcriber.service import Service
 from hubbub.transcript import Segment
 
@@ -120,6 +120,7 @@ class LiveSession:
         self.last_partials: list[Segment] = []
         self.last_sent = 0.0
         self.counted_s = 0.0
+        self.reported_s = 0.0  # audio_processed_s of the last update sent
         self.segments = 0
         self.flushes = 0
         self.stopping = False
@@ -127,6 +128,7 @@ class LiveSession:
         self.error: tuple[str, str] | None = None
         self.pump: asyncio.Task | None = None
         self.expiry: asyncio.TimerHandle | None = None
+        self.closing_old: asyncio.Task | None = None  # a replaced socket being closed
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -137,7 +139,9 @@ class LiveSession:
         def deliver(d: Delivery) -> None:
             loop.call_soon_threadsafe(self.queue.put_nowait, d)
 
-        self.stream = self.svc.scheduler.open(self.id, options, deliver)
+        self.stream = self.svc.scheduler.open(
+            self.id, options, deliver, realtime=self.start.realtime
+        )
         self.pump = asyncio.create_task(self._pump())
         self.svc.metrics.sessions_active.inc()
 
@@ -182,10 +186,13 @@ class LiveSession:
         self.expiry = asyncio.get_running_loop().call_later(grace_s, self.flush, True)
 
     def unpark(self, ws: WebSocket) -> None:
+        """Attach ``ws``; a client reconnecting before its old socket died takes over."""
         if self.expiry is not None:
             self.expiry.cancel()
             self.expiry = None
-        self.ws = ws
+        old, self.ws = self.ws, ws
+        if old is not None and old is not ws:
+            self.closing_old = asyncio.create_task(_close_quietly(old, CLOSE_NORMAL, "taken over"))
 
     # -- audio and control from the attached client -----------------------------------
 
@@ -234,8 +241,13 @@ class LiveSession:
         finals = [_shift(s, self.offset_s) for s in upd.finals]
         partials = [_shift(s, self.offset_s) for s in upd.partials]
         changed = partials != self.last_partials
-        if not (finals or changed or d.flushed or now - self.last_sent >= PROGRESS_EVERY_S):
+        # A drained buffer is always reported, so a client waiting on progress hears it.
+        drained = self.stream.buffered == 0 and upd.audio_processed_s > self.reported_s
+        if not (
+            finals or changed or drained or d.flushed or now - self.last_sent >= PROGRESS_EVERY_S
+        ):
             return
+        self.reported_s = upd.audio_processed_s
         self.seq += 1
         processed = self.offset_s + upd.audio_processed_s
         lag = max(0.0, self.received_s - processed)
@@ -285,7 +297,7 @@ async def handle_stream(ws: WebSocket, svc: Service) -> None:
         svc.metrics.sessions_refused.labels(refusal[0]).inc()
         await _fail(ws, *refusal)
         return
-    client = ws.client.host if ws.client else "?"
+    client = client_id(svc.settings, ws)
     if svc.connections[client] >= svc.settings.max_connections_per_client:
         svc.metrics.sessions_refused.labels("too_many_connections").inc()
         limit = svc.settings.max_connections_per_client
@@ -310,7 +322,9 @@ async def _connection(ws: WebSocket, svc: Service) -> None:
         await _fail(ws, exc.code, exc.message)
         return
     except (WebSocketDisconnect, TimeoutError):
-        if session is not None and not session.stopping and not session.done.is_set():
+        # Park only if this socket still owns the session (not if another took it over).
+        owner = session is not None and session.ws is ws
+        if owner and not session.stopping and not session.done.is_set():
             session.park(svc.settings.resume_grace_s)
         return
     # ``stop``: the pump finishes the flush, then the client hears ``ended``.
@@ -328,6 +342,11 @@ async def _connection(ws: WebSocket, svc: Service) -> None:
     )
     with contextlib.suppress(RuntimeError):
         await ws.close(CLOSE_NORMAL)
+
+
+async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await ws.close(code, reason=reason)
 
 
 async def _fail(ws: WebSocket, code: str, message: str) -> None:
@@ -381,8 +400,6 @@ def _attach(svc: Service, start: Start) -> tuple[LiveSession, bool]:
     sid = start.session_id
     if sid and sid in svc.live:
         session = svc.live[sid]
-        if session.attached:
-            raise SessionError("bad_message", f"session {sid} is already connected")
         if session.stopping:
             raise SessionError("unknown_session", f"session {sid} has ended")
         return session, True
