@@ -31,6 +31,10 @@ MAX_WINDOW_S = 30.0
 # and repeat the utterance to fill the window (seen with 1 s, gone with 3 s).
 WINDOW_MARGIN_S = 3.0
 MIN_WINDOW_S = 5.0
+# Windows come in a few fixed sizes: an utterance is decoded on the same window (and
+# token budget) whatever else is in the batch, so a session's text does not depend on
+# which other sessions happen to share its step.
+WINDOW_BUCKETS_S = (5.0, 8.0, 12.0, 18.0, MAX_WINDOW_S)
 # Tokens a decode may spend beyond max_tokens_per_s (the opening timestamp and a spare).
 TOKEN_SLACK = 2
 PUNCTUATION_BEFORE = "\"'“¿([{-"
@@ -101,11 +105,14 @@ class WhisperAsr:
         self.tokenizer = Tokenizer(hf, self.model.is_multilingual, task="transcribe", language=lang)
         self.features = FeatureExtractor(feature_size=self.model.n_mels)
 
+    def window_for(self, n_samples: int) -> float:
+        """The smallest window bucket holding the audio plus its silent margin."""
+        need = max(self.min_window_s, n_samples / SAMPLE_RATE + WINDOW_MARGIN_S)
+        return next((w for w in WINDOW_BUCKETS_S if w >= need), MAX_WINDOW_S)
+
     def _encode(
-        self, audios: list[np.ndarray], window_s: float | None = None
+        self, audios: list[np.ndarray], window: float
     ) -> tuple[ctranslate2.StorageView, list[int]]:
-        longest = max(len(a) for a in audios) / SAMPLE_RATE
-        window = window_s or min(MAX_WINDOW_S, max(self.min_window_s, longest + WINDOW_MARGIN_S))
         n_samples = int(window * SAMPLE_RATE)
         n_frames = int(window * FRAMES_PER_S)
         feats, lengths = [], []
@@ -134,8 +141,19 @@ class WhisperAsr:
         """
         if not audios:
             return []
-        results, closed = self._run(audios, None, beam_size, word_timestamps, max_tokens_per_s)
-        retry = [i for i, ok in enumerate(closed) if not ok]
+        results: list[AsrResult | None] = [None] * len(audios)
+        retry: list[int] = []
+        buckets: dict[float, list[int]] = {}
+        for i, audio in enumerate(audios):
+            buckets.setdefault(self.window_for(len(audio)), []).append(i)
+        for window, rows in buckets.items():
+            got, closed = self._run(
+                [audios[i] for i in rows], window, beam_size, word_timestamps, max_tokens_per_s
+            )
+            for i, result, ok in zip(rows, got, closed, strict=True):
+                results[i] = result
+                if not ok:
+                    retry.append(i)
         if retry:
             again, _ = self._run(
                 [audios[i] for i in retry],
@@ -146,12 +164,12 @@ class WhisperAsr:
             )
             for i, result in zip(retry, again, strict=True):
                 results[i] = result
-        return results
+        return [r for r in results if r is not None]
 
     def _run(
         self,
         audios: list[np.ndarray],
-        window_s: float | None,
+        window_s: float,
         beam_size: int,
         word_timestamps: bool,
         max_tokens_per_s: float,
@@ -162,7 +180,9 @@ class WhisperAsr:
         # Timestamp mode: Whisper marks where its text ends, so text it places past the
         # end of the audio (a loop into the padding) can be cut, and a segment that never
         # closes gives a loop away.
-        budget = int(TOKEN_SLACK + max_tokens_per_s * max(lengths) / FRAMES_PER_S)
+        # The budget follows the window (the most audio its bucket holds), not the batch's
+        # longest utterance, so an utterance decodes the same in any batch.
+        budget = int(TOKEN_SLACK + max_tokens_per_s * (window_s - WINDOW_MARGIN_S))
         generated = self.model.generate(
             encoded,
             [list(tok.sot_sequence)] * len(audios),
