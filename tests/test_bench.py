@@ -153,3 +153,47 @@ def test_bench_without_data_is_a_one_line_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bench_load_and_relay_modes_on_real_servers(tmp_path):
+    """Real processes on loopback: the stream past capacity is refused, nothing is lost."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "load.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hubbub",
+            "bench",
+            "--mode",
+            "load",
+            "--streams",
+            "1",
+            "--seconds",
+            "12",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    load = json.loads(out.read_text())["load"]
+    assert load["extra_stream"] == "server_full"
+    assert load["identical"] == 1 and load["per_stream"][0]["ended"]
+    assert load["per_stream"][0]["finals"] >= 1
+    assert load["rss_start_mb"] > 0 and load["lag_p95"] is not None
+    relay = tmp_path / "relay.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "hubbub", "bench", "--mode", "relay", "--json", str(relay)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    r = json.loads(relay.read_text())["relay"]
+    assert r["pings"] == 300 and r["relay_p50_ms"] > 0

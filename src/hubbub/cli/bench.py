@@ -14,8 +14,8 @@ from rich.table import Table
 from hubbub.audio import AudioError
 from hubbub.cli.common import fail, native_stderr_silenced
 
-Mode = Literal["realtime", "wer", "all"]
-MODES = ("realtime", "wer", "all")
+Mode = Literal["realtime", "wer", "load", "relay", "all"]
+MODES = ("realtime", "wer", "load", "relay", "all")
 
 
 def _default_data() -> Path | None:
@@ -34,7 +34,12 @@ def bench(
         list[Path] | None,
         typer.Argument(help="Recordings to stream (default: real speech from --data)"),
     ] = None,
-    mode: Annotated[str, typer.Option(help="realtime | wer | all")] = "realtime",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="realtime (engine) | wer | load (real servers) | relay (web app overhead) | all"
+        ),
+    ] = "realtime",
     streams: Annotated[int, typer.Option(min=1, max=64, help="Concurrent live streams")] = 2,
     seconds: Annotated[
         float, typer.Option(min=1.0, help="Audio per stream (realtime: also the wall time)")
@@ -51,6 +56,9 @@ def bench(
     """Benchmark the engine: N concurrent real-time streams, and/or WER vs whole files."""
     if mode not in MODES:
         fail(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode in ("load", "relay"):
+        _bench_servers(mode, files, streams, seconds, data, json_out)
+        return
     from hubbub import benchmark
     from hubbub.engines.factory import create_engine
     from hubbub.settings import Settings
@@ -170,3 +178,81 @@ def _wer_table(cmp, category: str) -> Table:
         "whole-file (faster-whisper)", pct(s["wer_whole_file"]), _s(s["rtf_whole_file"], "")
     )
     return table
+
+
+def _bench_servers(
+    mode: str,
+    files: list[Path] | None,
+    streams: int,
+    seconds: float,
+    data: Path | None,
+    json_out: Path | None,
+) -> None:
+    """``load``: N live streams against a real transcriber; ``relay``: the web app's cost."""
+    from hubbub import benchmark, loadtest
+
+    console = Console()
+    report: dict = {"machine": {"cpus": os.cpu_count(), "load_avg": _load()}}
+    if mode == "relay":
+        console.print(
+            "[dim]ping round trips: straight to the transcriber, then via the web app...[/]"
+        )
+        r = loadtest.run_relay_overhead()
+        report["relay"] = r
+        table = Table(title=f"hubbub bench: relay overhead ({r['pings']} round trips)")
+        for col in ("path", "p50", "p95"):
+            table.add_column(col, justify="left" if col == "path" else "right")
+        table.add_row(
+            "client -> transcriber", f"{r['direct_p50_ms']} ms", f"{r['direct_p95_ms']} ms"
+        )
+        table.add_row(
+            "client -> web app -> transcriber", f"{r['relay_p50_ms']} ms", f"{r['relay_p95_ms']} ms"
+        )
+        table.add_row("added by the relay", "", f"{r['added_p95_ms']} ms (target <= 20 ms)")
+        console.print(table)
+    else:
+        root = data or _default_data()
+        try:
+            with native_stderr_silenced():
+                if files:
+                    audios = benchmark.file_streams(files, streams, seconds)
+                elif root is not None:
+                    audios = benchmark.speech_streams(root / "manifest.json", streams, seconds)
+                else:
+                    fail("no speech data: pass --data DIR (a folder with manifest.json) or files")
+        except (AudioError, OSError, ValueError, KeyError) as exc:
+            fail(str(exc))
+        console.print(
+            f"[dim]{streams} live stream(s) x {seconds:.0f} s against a transcriber process, "
+            "one more stream than admitted, then each stream's audio alone...[/]",
+            highlight=False,
+        )
+        res = loadtest.run_load(audios)
+        report["load"] = res.to_json()
+        table = Table(title=f"hubbub bench: load, {res.streams} streams x {res.seconds:.0f} s")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        table.add_column("target", justify="right", style="dim")
+        table.add_row("capacity advertised", str(res.capacity), "")
+        table.add_row(
+            "streams held in real time (lag p95 < 3 s)",
+            f"{res.held_realtime} of {res.streams}",
+            "all",
+        )
+        table.add_row("one stream past capacity", res.extra_stream, "server_full")
+        table.add_row(
+            "lag p50 / p95 / max",
+            f"{_s(res.lag_p50)} / {_s(res.lag_p95)} / {_s(res.lag_max)}",
+            "p95 < 3 s",
+        )
+        table.add_row(
+            "server RSS start -> end",
+            f"{res.rss_start_mb:.0f} -> {res.rss_end_mb:.0f} MB ({100 * res.rss_growth:+.1f}%)",
+            "< +5%",
+        )
+        table.add_row(
+            "finals identical to the stream alone", f"{res.identical} of {res.streams}", "all"
+        )
+        console.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")

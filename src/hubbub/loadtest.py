@@ -1,0 +1,284 @@
+"""Load test on real servers over loopback: N live streams at the pace of speech.
+
+Starts ``hubbub transcriber`` in a process of its own (so its memory is measured alone),
+streams N different recordings concurrently in real time, tries one stream more than the
+server admits, and then checks every stream's finals against the same audio transcribed
+alone through the file endpoint: nothing lost, nothing mixed between sessions.
+Also measures what the web app's relay adds to a round trip (ping/pong, direct vs relay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+import soundfile as sf
+from websockets.asyncio.client import connect
+
+from hubbub.audio import SAMPLE_RATE, float_to_pcm16
+from hubbub.benchmark import percentile
+
+FRAME_S = 0.1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextlib.contextmanager
+def spawn(command: list[str], env: dict[str, str], health_url: str) -> Iterator[subprocess.Popen]:
+    """Run a hubbub service in its own process until it answers /health."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hubbub", *command],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(health_url, timeout=1).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"hubbub {command[0]} did not start")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class StreamResult:
+    name: str
+    lags: list[float] = field(default_factory=list)
+    finals: list[dict] = field(default_factory=list)
+    ended: bool = False
+    error: str | None = None
+
+
+async def stream_realtime(ws_url: str, name: str, audio: np.ndarray) -> StreamResult:
+    """Send ``audio`` at the pace of speech; collect every update until ``ended``."""
+    result = StreamResult(name)
+    async with connect(ws_url, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE}))
+        ready = json.loads(await ws.recv())
+        if ready["type"] != "ready":
+            result.error = ready.get("code", "refused")
+            return result
+
+        async def send() -> None:
+            frame = int(FRAME_S * SAMPLE_RATE)
+            t0 = time.monotonic()
+            for i in range(0, len(audio), frame):
+                await asyncio.sleep(max(0.0, t0 + i / SAMPLE_RATE - time.monotonic()))
+                await ws.send(float_to_pcm16(audio[i : i + frame]))
+            await ws.send(json.dumps({"type": "stop"}))
+
+        sender = asyncio.create_task(send())
+        async for raw in ws:
+            msg = json.loads(raw)
+            if msg["type"] == "transcript":
+                result.lags.append(msg["lag_s"])
+                result.finals += msg["finals"]
+            elif msg["type"] == "ended":
+                result.ended = True
+                break
+            elif msg["type"] == "error":
+                result.error = msg["code"]
+                break
+        sender.cancel()
+    return result
+
+
+async def try_extra(ws_url: str) -> str:
+    """Open one stream more: the answer is 'ready' or the refusal's error code."""
+    async with connect(ws_url) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE}))
+        msg = json.loads(await ws.recv())
+        if msg["type"] == "ready":
+            await ws.send(json.dumps({"type": "stop"}))
+            return "ready"
+        return str(msg.get("code"))
+
+
+def transcribe_alone(base_url: str, audio: np.ndarray) -> list[dict]:
+    buf = io.BytesIO()
+    sf.write(buf, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    r = httpx.post(
+        base_url + "/v1/audio/transcriptions",
+        files={"file": ("a.wav", buf.getvalue(), "audio/wav")},
+        data={"response_format": "diarized_json"},
+        timeout=600,
+    )
+    r.raise_for_status()
+    return r.json()["segments"]
+
+
+@dataclass
+class LoadResult:
+    streams: int
+    seconds: float
+    capacity: int
+    held_realtime: int
+    extra_stream: str
+    lag_p50: float | None
+    lag_p95: float | None
+    lag_max: float | None
+    rss_start_mb: float
+    rss_end_mb: float
+    identical: int
+    per_stream: list[dict]
+
+    @property
+    def rss_growth(self) -> float:
+        return (self.rss_end_mb - self.rss_start_mb) / max(self.rss_start_mb, 1e-9)
+
+    def to_json(self) -> dict:
+        out = self.__dict__.copy()
+        out["rss_growth"] = round(self.rss_growth, 4)
+        return out
+
+
+def run_load(audios: dict[str, np.ndarray], settle_s: float = 30.0) -> LoadResult:
+    """Run the load test against a fresh transcriber process on a free port."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    ws_url = base.replace("http", "ws") + "/v1/stream"
+    with (
+        tempfile.TemporaryDirectory() as data,
+        spawn(
+            ["transcriber"],
+            {
+                "HUBBUB_PORT": str(port),
+                "HUBBUB_DATA_DIR": data,
+                "HUBBUB_ENGINE": "cpu",
+                "HUBBUB_MAX_SESSIONS": str(len(audios)),
+            },
+            base + "/health",
+        ) as proc,
+    ):
+        # Warm the server's code paths once so the start figure is the steady state.
+        first = next(iter(audios.values()))
+        transcribe_alone(base, first[: 5 * SAMPLE_RATE])
+        rss_start = process_rss_mb(proc.pid)
+        capacity = httpx.get(base + "/health").json()["capacity"]
+
+        async def main() -> tuple[list[StreamResult], str]:
+            tasks = []
+            for name, audio in audios.items():
+                tasks.append(asyncio.create_task(stream_realtime(ws_url, name, audio)))
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(2.0)
+            extra = await try_extra(ws_url)
+            return list(await asyncio.gather(*tasks)), extra
+
+        results, extra = asyncio.run(main())
+        time.sleep(min(settle_s, 2.0))
+        rss_end = process_rss_mb(proc.pid)
+        identical = 0
+        per_stream = []
+        for r in results:
+            alone = transcribe_alone(base, audios[r.name])
+            same = [(s["speaker"], s["text"]) for s in r.finals] == [
+                (s["speaker"], s["text"]) for s in alone
+            ]
+            identical += same
+            per_stream.append(
+                {
+                    "name": r.name,
+                    "ended": r.ended,
+                    "error": r.error,
+                    "finals": len(r.finals),
+                    "lag_p95": percentile(r.lags, 95),
+                    "identical_to_alone": same,
+                }
+            )
+    lags = [x for r in results for x in r.lags]
+    held = sum(1 for r in results if r.ended and (percentile(r.lags, 95) or 0) < 3.0)
+    return LoadResult(
+        streams=len(audios),
+        seconds=max(len(a) for a in audios.values()) / SAMPLE_RATE,
+        capacity=capacity,
+        held_realtime=held,
+        extra_stream=extra,
+        lag_p50=percentile(lags, 50),
+        lag_p95=percentile(lags, 95),
+        lag_max=max(lags) if lags else None,
+        rss_start_mb=round(rss_start, 1),
+        rss_end_mb=round(rss_end, 1),
+        identical=identical,
+        per_stream=per_stream,
+    )
+
+
+async def _ping_rtts(ws_url: str, n: int) -> list[float]:
+    async with connect(ws_url) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE}))
+        await ws.recv()
+        rtts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await ws.send('{"type": "ping"}')
+            while json.loads(await ws.recv())["type"] != "pong":
+                pass
+            rtts.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.01)
+        await ws.send('{"type": "stop"}')
+    return rtts
+
+
+def run_relay_overhead(n: int = 300) -> dict:
+    """Round trips straight to the transcriber and through the web app's relay."""
+    tport, wport = _free_port(), _free_port()
+    tbase, wbase = f"http://127.0.0.1:{tport}", f"http://127.0.0.1:{wport}"
+    with (
+        tempfile.TemporaryDirectory() as data,
+        spawn(
+            ["transcriber"],
+            {"HUBBUB_PORT": str(tport), "HUBBUB_DATA_DIR": data, "HUBBUB_ENGINE": "cpu"},
+            tbase + "/health",
+        ),
+        spawn(
+            ["web"],
+            {"HUBBUB_TRANSCRIBER_URL": tbase, "HUBBUB_WEB_PORT": str(wport)},
+            wbase + "/health",
+        ),
+    ):
+        direct = asyncio.run(_ping_rtts(tbase.replace("http", "ws") + "/v1/stream", n))
+        relay = asyncio.run(_ping_rtts(wbase.replace("http", "ws") + "/ws", n))
+    ms = 1000.0
+    return {
+        "pings": n,
+        "direct_p50_ms": round(percentile(direct, 50) * ms, 2),
+        "direct_p95_ms": round(percentile(direct, 95) * ms, 2),
+        "relay_p50_ms": round(percentile(relay, 50) * ms, 2),
+        "relay_p95_ms": round(percentile(relay, 95) * ms, 2),
+        "added_p95_ms": round((percentile(relay, 95) - percentile(direct, 95)) * ms, 2),
+    }
