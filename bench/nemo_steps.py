@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -149,6 +150,54 @@ def sweep(
     return points
 
 
+def rss_mb() -> float:
+    """Resident memory now (not the peak)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def long_run(engine, seconds: float, sessions: int, blocks: int = 6) -> list[dict]:
+    """Stream ``seconds`` of speech through ``sessions`` sessions; per block of the stream:
+    median step time, process RSS and the numbers held in session state."""
+    from hubbub.engines.base import ChunkInput, SessionOptions
+
+    chunk = engine.chunk_samples
+    audio = speech(sessions, seconds)
+    live = [engine.open_session(f"long{i}", SessionOptions()) for i in range(sessions)]
+    steps = int(seconds * 16000) // chunk
+    per_block = max(1, steps // blocks)
+    rows, times = [], []
+    for k in range(steps):
+        batch = [
+            ChunkInput(s, a[k * chunk : (k + 1) * chunk]) for s, a in zip(live, audio, strict=True)
+        ]
+        t0 = time.perf_counter()
+        engine.step(batch)
+        times.append(time.perf_counter() - t0)
+        if (k + 1) % per_block == 0:
+            state = sum(int(np.prod(shape)) for s in live for shape in s.tensors().values())
+            words = max((sl.words.open_words for s in live for sl in s.slots.values()), default=0)
+            rows.append(
+                {
+                    "audio_min": round((k + 1) * chunk / 16000 / 60, 1),
+                    "step_ms_median": round(float(np.median(times)) * 1000, 2),
+                    "rss_mb": round(rss_mb()),
+                    "state_numbers": state,
+                    "open_words_max": words,
+                }
+            )
+            print(rows[-1], flush=True)
+            times = []
+    for s in live:
+        engine.close_session(s)
+    return rows
+
+
 def held(points: list[Point], budget: float = 1.0) -> int:
     """Most sessions whose batched step took at most ``budget`` x the chunk's duration."""
     return max((p.sessions for p in points if p.rtf <= budget), default=0)
@@ -165,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per point")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--json", type=Path, help="write the points here")
+    ap.add_argument("--long", type=float, help="instead: stream this many seconds, report drift")
     args = ap.parse_args(argv)
 
     import torch
@@ -175,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
         for latency in args.latency:
             engine = build_engine(args.size, latency, args.device, args.precision, Path(tmp))
             print(f"# {args.size} models on {engine.device}, {latency} chunks", flush=True)
+            if args.long:
+                results[latency] = long_run(engine, args.long, args.max_sessions)
+                continue
             points = sweep(engine, args.max_sessions, args.speakers, args.steps, stop_rtf=1.5)
             results[latency] = [asdict(p) for p in points]
             print(

@@ -87,7 +87,9 @@ def _forward(asr, rows: Rows) -> list[RowTokens]:
         slot.cache_channel = channel[:, i].float().clone()
         slot.cache_time = time[:, i].float().clone()
         slot.cache_len = cache_len[i].clone()
-        result.append(RowTokens(ids, frames[: len(ids)]))
+        # Decoders without per-token frames: the chunk's last frame is the safe guess.
+        frames = (frames + [int(encoded_len[i]) - 1] * len(ids))[: len(ids)]
+        result.append(RowTokens(ids, frames))
     return result
 
 
