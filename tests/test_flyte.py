@@ -135,6 +135,15 @@ def test_cli_dry_run_prints_a_readable_plan():
     assert bad.exit_code == 2 and "--replicas" in bad.output
 
 
+def test_cli_without_a_cluster_config_says_how_to_make_one(monkeypatch):
+    from hubbub.cli import app
+
+    monkeypatch.setattr(flyte, "init_from_config", lambda **_: None)  # found no config
+    monkeypatch.setattr(flyte, "is_control_plane_available", lambda: False)
+    result = CliRunner().invoke(app, ["deploy", "flyte"])
+    assert result.exit_code == 2 and "flyte create config" in result.output, result.output
+
+
 # -- local mode --------------------------------------------------------------------------------
 
 

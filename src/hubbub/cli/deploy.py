@@ -106,7 +106,9 @@ def flyte(
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             plans = flyte_apps.deploy(config, dry_run=dry_run)
-        except Exception as exc:  # the SDK's errors: no config, no cluster, refused spec
+        except flyte_apps.DeployError as exc:  # ours: no checkout, no config, no uv
+            fail(str(exc))
+        except Exception as exc:  # the SDK's: cluster unreachable, image build, refused spec
             fail(f"flyte deploy failed: {type(exc).__name__}: {exc}")
     took = time.monotonic() - started
     title = "Planned (dry run, nothing deployed)" if dry_run else "Deployed"

@@ -17,7 +17,9 @@ never loads the engine, torch or NeMo.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,6 +42,10 @@ PYTHON = (3, 11)
 TRANSCRIBER_NAME = "hubbub-transcriber"
 WEB_NAME = "hubbub-web"
 REPLICAS = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*)?$")
+
+
+class DeployError(RuntimeError):
+    """Something to fix on this side before deploying (said in one line)."""
 
 
 def parse_replicas(text: str) -> tuple[int, int]:
@@ -290,6 +296,18 @@ def flyte_resource_name(code: int) -> str:
     return tasks_pb2.Resources.ResourceName.Name(code).lower()
 
 
+def _uv_on_path() -> None:
+    """Flyte's image builder runs ``uv`` (from PATH) on pyproject.toml; the ``flyte`` extra
+    installs it beside this Python, which need not be on PATH."""
+    if shutil.which("uv"):
+        return
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        raise DeployError("building the images needs uv: pip install 'hubbub[flyte]'") from None
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(find_uv_bin()), os.environ["PATH"]])
+
+
 def deploy(config: FlyteDeployConfig | None = None, *, dry_run: bool = False) -> list[AppPlan]:
     """Deploy the web app and, through ``depends_on``, the transcriber.
 
@@ -297,12 +315,18 @@ def deploy(config: FlyteDeployConfig | None = None, *, dry_run: bool = False) ->
     otherwise ``.flyte/config.yaml`` (or ``FLYTE_CONFIG``) says where to deploy.
     """
     if not PYPROJECT.is_file():  # the images install the dependencies it lists
-        raise RuntimeError(f"deploy from a source checkout: no {PYPROJECT}")
+        raise DeployError(f"deploy from a source checkout: no {PYPROJECT}")
     configure(config or CONFIG)
     if dry_run:
         flyte.init(root_dir=SRC_DIR)
     else:
         flyte.init_from_config(root_dir=SRC_DIR)
+        if not flyte.is_control_plane_available():  # no config found: fail before bundling
+            raise DeployError(
+                "no Flyte cluster configured: run `flyte create config --endpoint ...` "
+                "(writes .flyte/config.yaml) or set FLYTE_CONFIG"
+            )
+        _uv_on_path()
     envs = {e.name: e for e in (transcriber_env, web_env)}
     plans = [
         _plan(envs[name], deployed.deployed_app)
