@@ -142,6 +142,21 @@ def test_mel_frames_equal_offline_features(engine, clips):
             assert torch.equal(mel[-(end - start) :], full[0, :, start:end].T)
 
 
+def test_batched_concat_and_pad_equals_nemos():
+    from nemo.collections.asr.modules.sortformer_modules import SortformerModules
+
+    from hubbub.engines.nemo.diarizer import concat_and_pad
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        parts = [torch.randn(5, n, 7, generator=g) for n in (12, 9, 3)]
+        lengths = [torch.randint(0, n + 1, (5,), generator=g) for n in (12, 9)]
+        lengths.append(torch.full((5,), 3))
+        want, want_len = SortformerModules.concat_and_pad(parts, lengths)
+        got, got_len = concat_and_pad(parts, lengths)
+        assert torch.equal(got, want) and torch.equal(got_len, want_len)
+
+
 def test_streams_real_speech_through_the_contract(engine, clips):
     audio = clips[0]
     updates = stream(engine, [audio])[0]

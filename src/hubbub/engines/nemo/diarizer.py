@@ -43,6 +43,31 @@ def _gather(memories: list[DiarMemory]):
     return s
 
 
+def concat_and_pad(
+    parts: list[torch.Tensor], lengths: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NeMo's ``SortformerModules.concat_and_pad`` as one gather instead of a Python loop
+    over sessions (each slice there reads a length off the device: a sync per session).
+
+    Row b of the result is the first ``lengths[i][b]`` frames of each ``parts[i][b]`` in
+    turn, then zeros; returns it and the total lengths.
+    """
+    joined = torch.cat(parts, dim=1)  # (B, sum of maxima, d)
+    sizes = torch.stack(lengths, dim=1)  # (B, parts)
+    total = sizes.sum(1)
+    width = int(total.max())
+    pos = torch.arange(width, device=joined.device)[None, :]  # (1, W)
+    starts = torch.cumsum(sizes, 1) - sizes  # where each part begins in the output
+    offsets = torch.cumsum(torch.tensor([0] + [p.shape[1] for p in parts[:-1]]), 0)
+    source = torch.zeros_like(pos.expand(len(joined), -1))
+    for i in range(len(parts)):  # parts, not sessions: three
+        inside = (pos >= starts[:, i : i + 1]) & (pos < starts[:, i : i + 1] + sizes[:, i : i + 1])
+        source = torch.where(inside, pos - starts[:, i : i + 1] + int(offsets[i]), source)
+    out = torch.gather(joined, 1, source[..., None].expand(-1, -1, joined.shape[2]))
+    valid = pos < total[:, None]
+    return out * valid[..., None].to(out.dtype), total
+
+
 def diarize_step(diar, chunk: torch.Tensor, memories: list[DiarMemory]) -> torch.Tensor:
     """Advance every session by its pre-encoded chunk (B, F, d); return (B, F, n_spk).
 
@@ -51,7 +76,7 @@ def diarize_step(diar, chunk: torch.Tensor, memories: list[DiarMemory]) -> torch
     mods = diar.sortformer_modules
     state = _gather(memories)
     lengths = torch.full((chunk.shape[0],), chunk.shape[1], device=chunk.device)
-    embs, emb_lengths = mods.concat_and_pad(
+    embs, emb_lengths = concat_and_pad(
         [state.spkcache, state.fifo, chunk.to(state.spkcache.dtype)],
         [state.spkcache_lengths, state.fifo_lengths, lengths],
     )
