@@ -432,6 +432,10 @@ async def _receive(ws: WebSocket, session: LiveSession, svc: Service) -> None:
             raise SessionError("idle_timeout", f"nothing received for {idle:.0f} s") from exc
         if msg["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(msg.get("code", 1000))
+        if session.ws is not ws:
+            # A newer connection took the session over: what is still queued on this one
+            # was resent there (after its catch-up), so it must not count twice.
+            raise WebSocketDisconnect(CLOSE_NORMAL)
         if msg.get("bytes") is not None:
             session.audio(msg["bytes"])
             continue
