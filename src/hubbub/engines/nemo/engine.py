@@ -270,12 +270,18 @@ class NemoEngine(Engine):
         self.force_speakers = speakers
         try:
             while n <= limit:
-                took = self.time_steps(n, rng)
+                try:
+                    took = self.time_steps(n, rng)
+                except torch.OutOfMemoryError:
+                    log.warning("nemo engine: %d sessions do not fit in device memory", n)
+                    break
                 if took > budget:
                     break
                 best, n = n, n * 2
         finally:
             self.force_speakers = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
         return best
 
     def time_steps(self, n: int, rng: np.random.Generator, steps: int = 3) -> float:
