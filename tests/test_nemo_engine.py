@@ -356,3 +356,86 @@ def test_a_failed_step_leaves_sessions_as_they_were(engine, clips, monkeypatch):
     assert calls["n"] > 3
     assert finals(got) == expected
     engine.close_session(s)
+
+
+def test_tokens_equal_nemos_own_multitalker_streaming(engine, clips):
+    """Same models, same clip: NeMo's SpeakerTaggedASR (file simulation, one session) and
+    the batched engine give the same tokens per speaker, at the same frames.
+
+    NeMo's background-speaker ids are taken by position, not id: that bug is patched in
+    the reference (the random diarizer hears speakers 0 and 2, where it matters).
+    """
+    import inspect
+    import textwrap
+
+    import nemo.collections.asr.parts.utils.multispk_transcribe_utils as mtu
+    from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
+    from omegaconf import OmegaConf
+
+    asr, diar, chunk = engine.models.asr, engine.models.diar, engine.chunk_samples
+    steps = len(clips[0]) // chunk
+    audio = clips[0][: steps * chunk + 3000]  # NeMo's last, partial chunk is not compared
+
+    s = engine.open_session("ours", SessionOptions())
+    words: dict[str, list] = {}
+    for k in range(steps):
+        update = engine.step([ChunkInput(s, audio[k * chunk : (k + 1) * chunk])])[0]
+        for seg in update.finals:
+            words.setdefault(seg.speaker, []).extend(seg.words)
+    for seg in update.partials:
+        words.setdefault(seg.speaker, []).extend(seg.words)
+    engine.close_session(s)
+
+    manager = mtu.MultiTalkerInstanceManager
+    src = textwrap.dedent(inspect.getsource(manager.get_active_speakers_info))
+    bug = "inactive_speaker_ids = [i for i in range(len(speaker_ids)) if i != speaker_id]"
+    src = src.replace(bug, "inactive_speaker_ids = [i for i in speaker_ids if i != speaker_id]")
+    fixed: dict = {}
+    exec(src, mtu.__dict__, fixed)
+    cfg = OmegaConf.create(
+        {
+            "deploy_mode": True,
+            "fix_prev_words_count": 5,
+            "update_prev_words_sentence": 5,
+            "ignored_initial_frame_steps": 5,
+            "att_context_size": [70, 13],
+            "max_num_of_spks": 4,
+            "cache_gating": True,
+            "cache_gating_buffer_size": 2,
+            "binary_diar_preds": False,
+            "masked_asr": False,
+            "batch_size": 1,
+            "generate_realtime_scripts": False,
+            "log": False,
+        }
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(manager, "get_active_speakers_info", fixed["get_active_speakers_info"])
+        mp.setattr(diar, "async_streaming", False)  # NeMo's one-session path is synchronous
+        streamer = mtu.SpeakerTaggedASR(cfg, asr, diar)
+        buffer = CacheAwareStreamingAudioBuffer(model=asr, online_normalization=False)
+        buffer.append_audio(audio)
+        with torch.inference_mode():
+            for k, (feats, lengths) in enumerate(iter(buffer)):
+                if k == steps:
+                    break
+                streamer.perform_parallel_streaming_stt_spk(
+                    step_num=k,
+                    chunk_audio=feats,
+                    chunk_lengths=lengths,
+                    is_buffer_empty=False,
+                    drop_extra_pre_encoded=0 if k == 0 else 2,
+                )
+    asr.clear_speaker_targets()
+    state = streamer.instance_manager.batch_asr_states[0]
+    reference = {
+        f"S{k + 1}": state.previous_hypothesis[k]
+        for k in state.get_speakers()
+        if state.previous_hypothesis[k] is not None
+    }
+    assert sorted(reference) == sorted(words) and len(reference) >= 2
+    for speaker, hyp in reference.items():
+        text = asr.tokenizer.ids_to_text([int(i) for i in hyp.y_sequence])
+        assert "".join(w.text for w in words[speaker]) == text.replace(" ", "")
+        frames = {round(int(t) * 0.08, 3) for t in hyp.timestamp}
+        assert all(w.start in frames for w in words[speaker])
