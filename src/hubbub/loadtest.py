@@ -79,6 +79,8 @@ class StreamResult:
     name: str
     lags: list[float] = field(default_factory=list)
     finals: list[dict] = field(default_factory=list)
+    # Wall time from a final's last word being sent (at the pace of speech) to its arrival.
+    final_latency: list[float] = field(default_factory=list)
     ended: bool = False
     error: str | None = None
 
@@ -95,18 +97,20 @@ async def stream_realtime(ws_url: str, name: str, audio: np.ndarray) -> StreamRe
 
         async def send() -> None:
             frame = int(FRAME_S * SAMPLE_RATE)
-            t0 = time.monotonic()
             for i in range(0, len(audio), frame):
                 await asyncio.sleep(max(0.0, t0 + i / SAMPLE_RATE - time.monotonic()))
                 await ws.send(float_to_pcm16(audio[i : i + frame]))
             await ws.send(json.dumps({"type": "stop"}))
 
+        t0 = time.monotonic()
         sender = asyncio.create_task(send())
         async for raw in ws:
             msg = json.loads(raw)
             if msg["type"] == "transcript":
+                now = time.monotonic()
                 result.lags.append(msg["lag_s"])
                 result.finals += msg["finals"]
+                result.final_latency += [now - t0 - seg["end"] for seg in msg["finals"]]
             elif msg["type"] == "ended":
                 result.ended = True
                 break
@@ -130,7 +134,9 @@ async def try_extra(ws_url: str) -> str:
 
 def transcribe_alone(base_url: str, audio: np.ndarray) -> list[dict]:
     buf = io.BytesIO()
-    sf.write(buf, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    # The very samples the live stream sent (int16), so both paths decode the same audio.
+    pcm = np.frombuffer(float_to_pcm16(audio), dtype="<i2")
+    sf.write(buf, pcm, SAMPLE_RATE, format="WAV", subtype="PCM_16")
     r = httpx.post(
         base_url + "/v1/audio/transcriptions",
         files={"file": ("a.wav", buf.getvalue(), "audio/wav")},
@@ -151,14 +157,19 @@ class LoadResult:
     lag_p50: float | None
     lag_p95: float | None
     lag_max: float | None
+    final_latency_p50: float | None
+    final_latency_p95: float | None
+    via: str
     rss_start_mb: float
+    rss_warm_mb: float
     rss_end_mb: float
     identical: int
     per_stream: list[dict]
 
     @property
     def rss_growth(self) -> float:
-        return (self.rss_end_mb - self.rss_start_mb) / max(self.rss_start_mb, 1e-9)
+        """Growth after the first minute under load (or from the start, if shorter)."""
+        return (self.rss_end_mb - self.rss_warm_mb) / max(self.rss_warm_mb, 1e-9)
 
     def to_json(self) -> dict:
         out = self.__dict__.copy()
@@ -166,50 +177,67 @@ class LoadResult:
         return out
 
 
-def run_load(audios: dict[str, np.ndarray], settle_s: float = 30.0) -> LoadResult:
-    """Run the load test against a fresh transcriber process on a free port."""
-    port = _free_port()
+def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult:
+    """Run the load test against a fresh transcriber process (and web app) on free ports."""
+    port, wport = _free_port(), _free_port()
     base = f"http://127.0.0.1:{port}"
     ws_url = base.replace("http", "ws") + "/v1/stream"
-    with (
-        tempfile.TemporaryDirectory() as data,
-        spawn(
-            ["transcriber"],
-            {
-                "HUBBUB_PORT": str(port),
-                "HUBBUB_DATA_DIR": data,
-                "HUBBUB_ENGINE": "cpu",
-                "HUBBUB_MAX_SESSIONS": str(len(audios)),
-            },
-            base + "/health",
-        ) as proc,
-    ):
+    with contextlib.ExitStack() as stack:
+        data = stack.enter_context(tempfile.TemporaryDirectory())
+        env = {
+            "HUBBUB_PORT": str(port),
+            "HUBBUB_DATA_DIR": data,
+            "HUBBUB_ENGINE": "cpu",
+            "HUBBUB_MAX_SESSIONS": str(len(audios)),
+        }
+        proc = stack.enter_context(spawn(["transcriber"], env, base + "/health"))
+        if via_web:
+            web_env = {"HUBBUB_TRANSCRIBER_URL": base, "HUBBUB_WEB_PORT": str(wport)}
+            stack.enter_context(spawn(["web"], web_env, f"http://127.0.0.1:{wport}/health"))
+            ws_url = f"ws://127.0.0.1:{wport}/ws"
         # Warm the server's code paths once so the start figure is the steady state.
         first = next(iter(audios.values()))
         transcribe_alone(base, first[: 5 * SAMPLE_RATE])
         rss_start = process_rss_mb(proc.pid)
         capacity = httpx.get(base + "/health").json()["capacity"]
 
+        rss_samples: list[tuple[float, float]] = []
+
+        async def sample_rss() -> None:
+            t0 = time.monotonic()
+            while True:
+                rss_samples.append((time.monotonic() - t0, process_rss_mb(proc.pid)))
+                await asyncio.sleep(5.0)
+
         async def main() -> tuple[list[StreamResult], str]:
+            sampler = asyncio.create_task(sample_rss())
             tasks = []
             for name, audio in audios.items():
                 tasks.append(asyncio.create_task(stream_realtime(ws_url, name, audio)))
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2.0)
             extra = await try_extra(ws_url)
-            return list(await asyncio.gather(*tasks)), extra
+            results = list(await asyncio.gather(*tasks))
+            sampler.cancel()
+            return results, extra
 
         results, extra = asyncio.run(main())
-        time.sleep(min(settle_s, 2.0))
         rss_end = process_rss_mb(proc.pid)
+        # Steady state: memory once every stream has run a minute (allocator pools and
+        # model workspaces grow to the batch sizes seen), against the end of the run.
+        rss_warm = next((m for t, m in rss_samples if t >= 60.0), rss_start)
         identical = 0
         per_stream = []
         for r in results:
             alone = transcribe_alone(base, audios[r.name])
-            same = [(s["speaker"], s["text"]) for s in r.finals] == [
-                (s["speaker"], s["text"]) for s in alone
-            ]
+            mine = [(s["speaker"], s["text"]) for s in r.finals]
+            theirs = [(s["speaker"], s["text"]) for s in alone]
+            same = mine == theirs
             identical += same
+            diff = next(
+                ([a, b] for a, b in zip(mine, theirs, strict=False) if a != b),
+                None if same else [mine[len(theirs) :], theirs[len(mine) :]],
+            )
             per_stream.append(
                 {
                     "name": r.name,
@@ -218,9 +246,11 @@ def run_load(audios: dict[str, np.ndarray], settle_s: float = 30.0) -> LoadResul
                     "finals": len(r.finals),
                     "lag_p95": percentile(r.lags, 95),
                     "identical_to_alone": same,
+                    "first_difference": diff,
                 }
             )
     lags = [x for r in results for x in r.lags]
+    latency = [x for r in results for x in r.final_latency]
     held = sum(1 for r in results if r.ended and (percentile(r.lags, 95) or 0) < 3.0)
     return LoadResult(
         streams=len(audios),
@@ -231,7 +261,11 @@ def run_load(audios: dict[str, np.ndarray], settle_s: float = 30.0) -> LoadResul
         lag_p50=percentile(lags, 50),
         lag_p95=percentile(lags, 95),
         lag_max=max(lags) if lags else None,
+        final_latency_p50=percentile(latency, 50),
+        final_latency_p95=percentile(latency, 95),
+        via="web app relay" if via_web else "transcriber",
         rss_start_mb=round(rss_start, 1),
+        rss_warm_mb=round(rss_warm, 1),
         rss_end_mb=round(rss_end, 1),
         identical=identical,
         per_stream=per_stream,
