@@ -8,7 +8,11 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+# torch first and pinned (the CPU wheel; an unpinned torch pulls a multi-GB CUDA build),
+# then hubbub with its test and NeMo extras under that pin.
+.venv/bin/python -m pip install -q torch==2.13.0
+echo 'torch==2.13.0' > .venv/torch-pin.txt
+.venv/bin/python -m pip install -q -c .venv/torch-pin.txt -e ".[test,nemo]"
 PYTHON=.venv/bin/python bash scripts/install-test-voices.sh
 
 # Browser tests (tests/test_browser.py): Debian's Chromium, driven by Playwright for Python

@@ -131,10 +131,10 @@ class Scheduler:
         on_step: Callable[[float, int], None] | None = None,
     ) -> None:
         self.engine = engine
-        # max_sessions > 0 is a fixed limit; 0 lets measured capacity decide (up to 64).
+        # max_sessions > 0 is a fixed limit; 0 lets measured capacity decide.
         self.admission = Admission(
             prior=max_sessions or engine.capacity,
-            hard_cap=max_sessions or 64,
+            hard_cap=max_sessions or max(64, 2 * engine.capacity),
             fixed=max_sessions > 0,
         )
         self.max_buffer_s = max_buffer_s
