@@ -59,6 +59,7 @@ def evaluate(
             f"der={_pct(s.der.rate if s.der else None)} "
             f"spk={s.hyp_speakers}/{s.ref_speakers}",
             highlight=False,
+            soft_wrap=True,  # one line per file, however long its id
         )
 
     try:
