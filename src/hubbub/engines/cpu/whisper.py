@@ -76,6 +76,16 @@ def resolve_model(name_or_path: str) -> str:
     return download_model(name_or_path)
 
 
+def _repeats(tokens: list[int], min_run: int = 4) -> bool:
+    """Whether some run of ``min_run``+ tokens is immediately followed by itself."""
+    n = len(tokens)
+    for size in range(min_run, n // 2 + 1):
+        for start in range(n - 2 * size + 1):
+            if tokens[start : start + size] == tokens[start + size : start + 2 * size]:
+                return True
+    return False
+
+
 def _compression_ratio(text: str) -> float:
     raw = text.encode("utf-8")
     return len(raw) / max(1, len(gzip.compress(raw)))
@@ -207,8 +217,11 @@ class WhisperAsr:
             # A loop runs into the cap without closing its segment. A decode that stopped
             # on its own is fine even without a closing timestamp: audio cut mid-word (every
             # partial) often ends that way, and re-decoding it on 30 s only costs time.
-            closed.append(full_window or len(ids) < cap or ids[-1] >= tok.timestamp_begin)
             tokens = self._text_within(ids[:cap], n_frames / FRAMES_PER_S)
+            stopped = len(ids) < cap or ids[-1] >= tok.timestamp_begin
+            # A loop can also close itself ("8. The Press Yard 8. The Press Yard<t>"):
+            # text that repeats a run of tokens back to back is decoded again too.
+            closed.append(full_window or (stopped and not _repeats(tokens)))
             token_lists.append(tokens)
             text = tok.decode(tokens).strip()
             results.append(
