@@ -9,13 +9,9 @@ The real service is tested through the relay in tests/test_web.py and tests/test
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import http
 import json
-import threading
 from collections import defaultdict
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -24,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from hubbub.protocol import Ended, ErrorMessage, Limits, Pong, Ready, TranscriptUpdate
 from hubbub.transcript import Segment, Transcript, Word, export
 
-from support.servers import free_port
+from support.servers import LoopThread, free_port
 
 LIMITS = Limits(max_frame_bytes=1 << 20, max_buffered_s=30, max_session_s=3600, idle_timeout_s=60)
 
@@ -50,7 +46,7 @@ def canned_transcript(session_id: str) -> Transcript:
     )
 
 
-class FakeTranscriber:
+class FakeTranscriber(LoopThread):
     """``mode``: 'normal', 'full' (refuse every start), 'drop' (abort after the first
     audio frame of a new session; a resumed one carries on, after a catch-up update like
     the real one's), 'forget' (abort likewise, then refuse to resume: unknown_session) or
@@ -68,8 +64,6 @@ class FakeTranscriber:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._sessions = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Future | None = None
 
     # -- WS /v1/stream ------------------------------------------------------------------
 
@@ -183,27 +177,10 @@ class FakeTranscriber:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def _main(self, started: threading.Event) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = self._loop.create_future()
-        async with serve(
+    async def _server(self):
+        return serve(
             self._handler, "127.0.0.1", self.port, process_request=self._http, compression=None
-        ):
-            started.set()
-            await self._stop
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[FakeTranscriber]:
-        started = threading.Event()
-        thread = threading.Thread(target=asyncio.run, args=(self._main(started),), daemon=True)
-        thread.start()
-        assert started.wait(10), "fake transcriber did not start"
-        try:
-            yield self
-        finally:
-            assert self._loop is not None and self._stop is not None
-            self._loop.call_soon_threadsafe(self._stop.set_result, None)
-            thread.join(10)
+        )
 
 
 def _json(connection: ServerConnection, obj: object, status=http.HTTPStatus.OK):

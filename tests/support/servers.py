@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Self
 
 import httpx
 import uvicorn
@@ -42,3 +44,37 @@ def serve(app, port: int | None = None, health: str = "/health") -> Iterator[str
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+class LoopThread:
+    """An asyncio server of a test's own, run on an event loop in a background thread.
+
+    Subclasses implement ``_server()``, returning the (async context manager) server once
+    it listens; ``running()`` serves until the ``with`` block ends.
+    """
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop: asyncio.Future | None = None
+
+    async def _server(self) -> contextlib.AbstractAsyncContextManager:
+        raise NotImplementedError
+
+    async def _main(self, started: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = self._loop.create_future()
+        async with await self._server():
+            started.set()
+            await self._stop
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        started = threading.Event()
+        thread = threading.Thread(target=asyncio.run, args=(self._main(started),), daemon=True)
+        thread.start()
+        assert started.wait(10), f"{type(self).__name__} did not start"
+        try:
+            yield self
+        finally:
+            assert self._loop is not None and self._stop is not None
+            self._loop.call_soon_threadsafe(self._stop.set_result, None)
+            thread.join(10)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
 
-from support.servers import free_port
+from support.servers import LoopThread, free_port
 
 
-class TcpProxy:
+class TcpProxy(LoopThread):
     """Forwards ``127.0.0.1:port`` to ``target_port``; ``sever()`` aborts every live
     connection on both sides (an RST, no close frame), new connections still work."""
 
@@ -21,8 +20,6 @@ class TcpProxy:
         self.connections = 0
         self.severed = 0
         self._live: set[asyncio.StreamWriter] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Future | None = None
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
@@ -62,23 +59,5 @@ class TcpProxy:
         self.severed += cut[0]
         return cut[0]
 
-    async def _main(self, started: threading.Event) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = self._loop.create_future()
-        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        async with server:
-            started.set()
-            await self._stop
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[TcpProxy]:
-        started = threading.Event()
-        thread = threading.Thread(target=asyncio.run, args=(self._main(started),), daemon=True)
-        thread.start()
-        assert started.wait(10), "proxy did not start"
-        try:
-            yield self
-        finally:
-            assert self._loop is not None and self._stop is not None
-            self._loop.call_soon_threadsafe(self._stop.set_result, None)
-            thread.join(10)
+    async def _server(self) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, "127.0.0.1", self.port)
