@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +18,7 @@ from websockets.sync.client import connect
 
 from hubbub.audio import float_to_pcm16, load_audio
 from hubbub.engines.cpu import CpuEngine
+from hubbub.loadtest import spawn
 from hubbub.settings import Settings
 from hubbub.transcriber.app import create_app
 
@@ -113,37 +111,22 @@ def test_a_failing_session_ends_alone(cpu_engine, speech_dir, tmp_path):
         assert httpx.get(url + "/health").json()["sessions"] == 0
 
 
-def _spawn_transcriber(data_dir: Path, port: int) -> subprocess.Popen:
+def _transcriber(data_dir: Path, port: int):
+    """``hubbub transcriber`` in a process of its own, until the ``with`` block ends."""
     env = {
-        **os.environ,
         "HUBBUB_ENGINE": "cpu",
         "HUBBUB_DATA_DIR": str(data_dir),
         "HUBBUB_PORT": str(port),
         "HUBBUB_RESUME_GRACE_S": "30",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hubbub", "transcriber"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("transcriber did not start")
+    return spawn(["transcriber"], env, f"http://127.0.0.1:{port}/health")
 
 
 def test_kill_9_keeps_finals_and_the_client_resumes(speech_dir, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     pcm = float_to_pcm16(load_audio(speech_dir / "Picovoice-falcon/falcon_test.16k.wav"))
-    proc = _spawn_transcriber(tmp_path, port)
-    try:
+    with _transcriber(tmp_path, port) as proc:
         ws = connect(_ws(url))
         ws.send(START)
         sid = json.loads(ws.recv(timeout=10))["session_id"]
@@ -156,10 +139,7 @@ def test_kill_9_keeps_finals_and_the_client_resumes(speech_dir, tmp_path):
                 seen += msg["finals"]
         proc.kill()  # SIGKILL: no shutdown hook runs
         proc.wait(timeout=10)
-    finally:
-        proc.kill()
-    proc = _spawn_transcriber(tmp_path, port)
-    try:
+    with _transcriber(tmp_path, port):
         stored = httpx.get(f"{url}/v1/sessions/{sid}").json()["transcript"]["segments"]
         assert {s["id"] for s in seen} <= {s["id"] for s in stored}
         with connect(_ws(url)) as ws:
@@ -172,16 +152,13 @@ def test_kill_9_keeps_finals_and_the_client_resumes(speech_dir, tmp_path):
             ws.send(pcm[len(pcm) * 3 // 4 // 2 * 2 :])
             ws.send('{"type": "stop"}')
             assert _collect(ws)[-1]["type"] == "ended"
-    finally:
-        proc.kill()
 
 
 def test_sigterm_flushes_pending_finals(speech_dir, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     pcm = float_to_pcm16(load_audio(speech_dir / "openai-whisper/jfk.16k.wav"))
-    proc = _spawn_transcriber(tmp_path, port)
-    try:
+    with _transcriber(tmp_path, port) as proc:
         ws = connect(_ws(url))
         ws.send(START)
         sid = json.loads(ws.recv(timeout=10))["session_id"]
@@ -190,14 +167,9 @@ def test_sigterm_flushes_pending_finals(speech_dir, tmp_path):
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal (exit -15) as it should.
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
-    finally:
-        proc.kill()
-    proc = _spawn_transcriber(tmp_path, port)
-    try:
+    with _transcriber(tmp_path, port):
         stored = httpx.get(f"{url}/v1/sessions/{sid}").json()["transcript"]["segments"]
         assert "country" in " ".join(s["text"] for s in stored).lower()
-    finally:
-        proc.kill()
 
 
 def test_a_client_that_never_reads_does_not_stall_others(transcriber_url, speech_dir):

@@ -23,7 +23,13 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from hubbub.audio import SAMPLE_RATE, AudioError, PcmDecoder
 from hubbub.engines.base import SessionOptions
-from hubbub.engines.scheduler import BufferFull, Delivery, SchedulerFull, Stream
+from hubbub.engines.scheduler import (
+    BufferFull,
+    Delivery,
+    SchedulerFull,
+    Stream,
+    threadsafe_queue_put,
+)
 from hubbub.protocol import (
     CLOSE_NORMAL,
     ERROR_CLOSE_CODES,
@@ -135,12 +141,8 @@ class LiveSession:
     def open(self) -> None:
         loop = asyncio.get_running_loop()
         options = SessionOptions(language=self.start.language, max_speakers=self.start.max_speakers)
-
-        def deliver(d: Delivery) -> None:
-            loop.call_soon_threadsafe(self.queue.put_nowait, d)
-
         self.stream = self.svc.scheduler.open(
-            self.id, options, deliver, realtime=self.start.realtime
+            self.id, options, threadsafe_queue_put(loop, self.queue), realtime=self.start.realtime
         )
         self.pump = asyncio.create_task(self._pump())
         self.svc.metrics.sessions_active.inc()
