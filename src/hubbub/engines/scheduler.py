@@ -202,7 +202,9 @@ class Scheduler:
                 raise SchedulerFull(f"{len(self._streams)} of {capacity} sessions in use")
             if realtime and lag > self.admission.max_lag_s:
                 raise SchedulerFull(f"sessions already lag {lag:.1f} s behind")
-            stream = Stream(stream_id, options, deliver, int(self.max_buffer_s * SAMPLE_RATE))
+            stream = Stream(
+                stream_id, options, deliver, int(self.max_buffer_s * SAMPLE_RATE), realtime
+            )
             self._streams[stream_id] = stream
             self._cond.notify()
             return stream
