@@ -165,6 +165,13 @@ def test_live_page_shows_who_said_what(playwright, transcriber_url, conversation
         srt = Path(dl.value.path()).read_text()
         assert "-->" in srt and "[Alice]" in srt
         shot(page, "web-ended.png")
+
+        # The name is the session's, not this tab's: a fresh page opening it shows it.
+        other, other_errors = open_page(browser, url)
+        other.click(f"#sessions li[data-id='{sid}'] .open")
+        other.wait_for_selector("#transcript .spk")
+        assert other.locator("#transcript .spk", has_text="Alice").count() >= 1
+        assert other_errors == []
         browser.close()
     assert errors == []
 

@@ -152,6 +152,21 @@ def test_sessions_api_lists_and_exports(transcriber_url, speech_dir):
     srt = httpx.get(f"{transcriber_url}/v1/sessions/{sid}", params={"format": "srt"}).text
     assert re.search(r"00:00:\d\d,\d{3} --> 00:00:\d\d,\d{3}\n\[S1\]", srt)
     assert httpx.get(f"{transcriber_url}/v1/sessions/nope").status_code == 404
+
+    # Names for speaker labels: merged, cleaned, cleared by "", used by every export.
+    names_url = f"{transcriber_url}/v1/sessions/{sid}/speakers"
+    r = httpx.put(names_url, json={"S1": "  John\tF.\x00 Kennedy ", "S7": "Nobody"})
+    assert r.json()["speaker_names"] == {"S1": "John F. Kennedy", "S7": "Nobody"}
+    assert httpx.put(names_url, json={"S7": ""}).json()["speaker_names"] == {
+        "S1": "John F. Kennedy"
+    }
+    txt = httpx.get(f"{transcriber_url}/v1/sessions/{sid}", params={"format": "txt"}).text
+    assert re.match(r"\[00:00:\d\d\.\d{3}\] John F\. Kennedy: ", txt)
+    for body in (["S1"], {"S1": 7}, {"S1": "x" * 65}, {f"S{i}": "x" for i in range(65)}):
+        assert httpx.put(names_url, json=body).status_code == 400, body
+    assert httpx.put(names_url, content=b"{").status_code == 400
+    assert httpx.put(f"{transcriber_url}/v1/sessions/nope/speakers", json={}).status_code == 404
+
     bad = httpx.get(f"{transcriber_url}/v1/sessions/{sid}", params={"format": "docx"})
     assert bad.status_code == 400
     assert httpx.delete(f"{transcriber_url}/v1/sessions/{sid}").status_code == 200

@@ -77,6 +77,18 @@ def test_txt_json_rttm():
     assert len(rttm) == 3
 
 
+def test_exports_show_speaker_names_and_json_keeps_labels():
+    t = _transcript().model_copy(update={"speaker_names": {"S2": "Mary Ann"}})
+    assert export(t, "txt").splitlines()[1] == "[00:01:01.200] Mary Ann: Hi, how are you?"
+    assert _parse_cues(to_srt(t), ",")[0][2] == "[S1] Hello there."  # unnamed: its label
+    assert _parse_cues(to_srt(t), ",")[1][2] == "[Mary Ann] Hi, how are you?"
+    assert _parse_cues(to_vtt(t), r"\.")[1][2] == "<v Mary Ann>Hi, how are you?"
+    assert export(t, "rttm").splitlines()[1].split()[7] == "Mary_Ann"  # one RTTM field
+    back = json.loads(export(t, "json"))
+    assert back["speaker_names"] == {"S2": "Mary Ann"}
+    assert [s["speaker"] for s in back["segments"]] == ["S1", "S2", "S2"]
+
+
 def test_speakers_and_text():
     t = _transcript()
     assert t.speakers == ["S1", "S2"]

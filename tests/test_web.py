@@ -298,7 +298,7 @@ def test_api_key_origin_and_per_client_limit(fake):
 # -- HTTP: sessions proxy, health, UI -----------------------------------------------------------
 
 
-def test_sessions_proxy_and_exports_with_names(web):
+def test_sessions_proxy_and_exports(web):
     r = httpx.get(web + "/api/sessions", params={"limit": 5})
     assert r.status_code == 200 and r.json()["query"] == {"limit": "5"}
     r = httpx.get(web + "/api/sessions/abc", params={"format": "srt"})
@@ -307,14 +307,6 @@ def test_sessions_proxy_and_exports_with_names(web):
     assert httpx.get(web + "/api/sessions/abc").json()["transcript"]["session_id"] == "abc"
     assert httpx.get(web + "/api/sessions/missing").status_code == 404
     assert httpx.get(web + "/api/sessions/a%2F..%2Fx").status_code == 404
-
-    names = json.dumps({"S1": "Alice", "S2": "Bob"})
-    r = httpx.get(web + "/api/sessions/abc", params={"format": "vtt", "names": names})
-    assert "<v Alice>hello there" in r.text and "<v Bob>general kenobi" in r.text
-    r = httpx.get(web + "/api/sessions/abc", params={"format": "json", "names": names})
-    assert [s["speaker"] for s in r.json()["segments"]] == ["Alice", "Bob"]
-    r = httpx.get(web + "/api/sessions/abc", params={"format": "txt", "names": "[1]"})
-    assert r.status_code == 400
 
 
 def test_sessions_proxy_without_transcriber():
@@ -386,7 +378,18 @@ def test_relay_to_real_transcriber(transcriber_url, speech_dir):
         listed = httpx.get(web + "/api/sessions").json()["sessions"]
         assert sid in [s["id"] for s in listed]
         srt = httpx.get(web + f"/api/sessions/{sid}", params={"format": "srt"})
-        assert srt.status_code == 200 and "-->" in srt.text
+        assert srt.status_code == 200 and "-->" in srt.text and "[S1]" in srt.text
+
+        # Naming a speaker (as the page does) is stored with the session: exports use it.
+        named = httpx.put(web + f"/api/sessions/{sid}/speakers", json={"S1": "JFK"})
+        assert named.json() == {"session_id": sid, "speaker_names": {"S1": "JFK"}}
+        srt = httpx.get(web + f"/api/sessions/{sid}", params={"format": "srt"}).text
+        assert "[JFK]" in srt and "[S1]" not in srt
+        got = httpx.get(web + f"/api/sessions/{sid}").json()["transcript"]
+        assert got["speaker_names"] == {"S1": "JFK"}
+        bad = httpx.put(web + f"/api/sessions/{sid}/speakers", content=b"not json")
+        assert bad.status_code == 400
+        assert httpx.put(web + "/api/sessions/nope/speakers", json={"S1": "x"}).status_code == 404
         assert httpx.delete(web + f"/api/sessions/{sid}").json() == {"deleted": sid}
         assert httpx.get(web + f"/api/sessions/{sid}").status_code == 404
         wait_for(lambda: connections(web) == 0)

@@ -35,11 +35,19 @@ class Segment(BaseModel):
 
 
 class Transcript(BaseModel):
-    """Final segments of one session, in time order."""
+    """Final segments of one session, in time order.
+
+    Segments keep the engine's speaker labels ("S1"); ``speaker_names`` maps labels to
+    the names people gave them, which the text exports show instead.
+    """
 
     session_id: str = ""
     duration: float = 0.0
     segments: list[Segment] = Field(default_factory=list)
+    speaker_names: dict[str, str] = Field(default_factory=dict)
+
+    def name(self, label: str) -> str:
+        return self.speaker_names.get(label) or label
 
     @property
     def speakers(self) -> list[str]:
@@ -81,13 +89,13 @@ def to_json(t: Transcript) -> str:
 
 def to_text(t: Transcript) -> str:
     """One line per segment: ``[00:00:01.200] S1: text``."""
-    lines = [f"[{_clock(s.start, '.')}] {s.speaker}: {s.text}" for s in _spoken(t.segments)]
+    lines = [f"[{_clock(s.start, '.')}] {t.name(s.speaker)}: {s.text}" for s in _spoken(t.segments)]
     return "\n".join(lines) + ("\n" if lines else "")
 
 
 def to_srt(t: Transcript) -> str:
     blocks = [
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n[{s.speaker}] {s.text}\n"
+        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n[{t.name(s.speaker)}] {s.text}\n"
         for i, s in enumerate(_spoken(t.segments), 1)
     ]
     return "\n".join(blocks)
@@ -96,7 +104,7 @@ def to_srt(t: Transcript) -> str:
 def to_vtt(t: Transcript) -> str:
     # <v Speaker> is WebVTT's own voice span, understood by players and editors.
     blocks = [
-        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n<v {s.speaker}>{s.text}\n"
+        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n<v {t.name(s.speaker)}>{s.text}\n"
         for s in _spoken(t.segments)
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)
@@ -104,9 +112,10 @@ def to_vtt(t: Transcript) -> str:
 
 def to_rttm(t: Transcript, file_id: str | None = None) -> str:
     fid = (file_id or t.session_id or "audio").replace(" ", "_")
+    # RTTM fields are separated by spaces: a name's spaces become underscores.
     lines = [
         f"SPEAKER {fid} 1 {s.start:.3f} {max(0.0, s.end - s.start):.3f} <NA> <NA> "
-        f"{s.speaker} <NA> <NA>"
+        f"{'_'.join(t.name(s.speaker).split())} <NA> <NA>"
         for s in t.segments
     ]
     return "\n".join(lines) + ("\n" if lines else "")

@@ -2,6 +2,7 @@
 
 ``WS /v1/stream`` (live, protocol v1), ``POST /v1/audio/transcriptions`` (OpenAI-
 compatible), ``GET/DELETE /v1/sessions[/{id}]`` (stored transcripts and exports),
+``PUT /v1/sessions/{id}/speakers`` (names for speaker labels),
 ``/health`` and ``/metrics`` (Prometheus).
 """
 
@@ -26,6 +27,8 @@ from hubbub.transcriber.service import Service
 from hubbub.transcript import EXPORT_FORMATS, ExportFormat, export
 
 log = logging.getLogger(__name__)
+MAX_SPEAKER_NAMES = 64
+MAX_NAME_CHARS = 64
 MEDIA_TYPES = {
     "json": "application/json",
     "txt": "text/plain; charset=utf-8",
@@ -33,6 +36,24 @@ MEDIA_TYPES = {
     "vtt": "text/vtt",
     "rttm": "text/plain; charset=utf-8",
 }
+
+
+def speaker_names(body: object) -> dict[str, str]:
+    """Validate a ``{"S1": "Alice", ...}`` body (ValueError says what is wrong)."""
+    if not isinstance(body, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in body.items()
+    ):
+        raise ValueError('expected a JSON object of speaker label -> name, e.g. {"S1": "Alice"}')
+    if len(body) > MAX_SPEAKER_NAMES:
+        raise ValueError(f"at most {MAX_SPEAKER_NAMES} names at once")
+    names = {}
+    for label, name in body.items():
+        # Control characters (tabs, newlines, NUL) would break the text exports' lines.
+        clean = " ".join("".join(ch if ch.isprintable() else " " for ch in name).split())
+        if not label or len(label) > MAX_NAME_CHARS or len(clean) > MAX_NAME_CHARS:
+            raise ValueError(f"labels and names hold 1 to {MAX_NAME_CHARS} characters")
+        names[label] = clean
+    return names
 
 
 async def shutdown(svc: Service, timeout_s: float = 30.0) -> None:
@@ -116,6 +137,18 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             media_type=MEDIA_TYPES[fmt],
             headers={"Content-Disposition": f'attachment; filename="{session_id}.{fmt}"'},
         )
+
+    @app.put("/v1/sessions/{session_id}/speakers", dependencies=keyed)
+    async def name_speakers(request: Request, session_id: str) -> dict:
+        """Give speaker labels names (an empty name clears one); exports use them."""
+        try:
+            names = speaker_names(await request.json())
+        except ValueError as exc:  # JSONDecodeError is a ValueError too
+            raise HTTPException(400, str(exc)) from None
+        merged = request.app.state.service.store.set_speaker_names(session_id, names)
+        if merged is None:
+            raise HTTPException(404, f"no session {session_id!r}")
+        return {"session_id": session_id, "speaker_names": merged}
 
     @app.delete("/v1/sessions/{session_id}", dependencies=keyed)
     async def delete_session(request: Request, session_id: str) -> dict:

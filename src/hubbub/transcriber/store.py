@@ -6,6 +6,7 @@ and deleted at any time. One connection serialised by a lock (writes are tiny).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -24,7 +25,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     source TEXT NOT NULL,
     status TEXT NOT NULL,
     audio_s REAL NOT NULL DEFAULT 0,
-    last_seq INTEGER NOT NULL DEFAULT 0
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    speaker_names TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS segments (
     session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -63,7 +65,16 @@ class TranscriptStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older version up to this schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        if "speaker_names" not in columns:
+            self._db.execute(
+                "ALTER TABLE sessions ADD COLUMN speaker_names TEXT NOT NULL DEFAULT '{}'"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -114,6 +125,33 @@ class TranscriptStore:
                 (status, time.time(), session_id),
             )
 
+    def set_speaker_names(self, session_id: str, names: dict[str, str]) -> dict[str, str] | None:
+        """Merge ``names`` (label -> name; an empty name drops the label's name) into the
+        session's; returns the result, or None when there is no such session."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            row = self._db.execute(
+                "SELECT speaker_names FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                self._db.execute("ROLLBACK")
+                return None
+            merged = {**json.loads(row[0]), **names}
+            merged = {label: name for label, name in merged.items() if name}
+            self._db.execute(
+                "UPDATE sessions SET speaker_names = ?, updated = ? WHERE id = ?",
+                (json.dumps(merged, ensure_ascii=False), time.time(), session_id),
+            )
+            self._db.execute("COMMIT")
+        return merged
+
+    def speaker_names(self, session_id: str) -> dict[str, str]:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT speaker_names FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        return json.loads(row[0]) if row else {}
+
     def finals_after(self, session_id: str, seq: int) -> list[tuple[int, Segment]]:
         """Finals sent in updates after ``seq``: what a resuming client missed."""
         with self._lock:
@@ -132,7 +170,12 @@ class TranscriptStore:
                 "SELECT body FROM segments WHERE session_id = ? ORDER BY ord", (session_id,)
             ).fetchall()
         segs = [Segment.model_validate_json(b) for (b,) in rows]
-        return Transcript(session_id=session_id, duration=info.audio_s, segments=segs).sorted()
+        return Transcript(
+            session_id=session_id,
+            duration=info.audio_s,
+            segments=segs,
+            speaker_names=self.speaker_names(session_id),
+        ).sorted()
 
     def info(self, session_id: str) -> SessionInfo | None:
         found = self.list(session_id=session_id)

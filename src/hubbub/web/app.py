@@ -2,12 +2,12 @@
 
 ``GET /`` the page (built in, or ``settings.frontend_dir``); ``WS /ws`` one browser stream
 relayed to one upstream transcriber stream (web/relay.py); ``GET /api/sessions[/{id}]``
-the transcriber's stored transcripts and exports; ``GET /status`` and ``GET /health``.
+and ``PUT /api/sessions/{id}/speakers`` the transcriber's stored transcripts, exports and
+speaker names; ``GET /status`` and ``GET /health``.
 """
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import re
 import time
@@ -17,12 +17,10 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import ValidationError
 
 import hubbub
 from hubbub.security import require_key, websocket_refusal
 from hubbub.settings import Settings
-from hubbub.transcript import EXPORT_FORMATS, Transcript, export
 from hubbub.web.client import TRANSCRIBER_UNAVAILABLE, TranscriberClient, TranscriberUnavailable
 from hubbub.web.relay import RelayStats, refuse, relay
 
@@ -56,16 +54,6 @@ def find_ui_file(dirs: list[Path], path: str) -> Path | None:
         if candidate.is_file() and candidate.is_relative_to(root):
             return candidate
     return None
-
-
-def rename_speakers(body: bytes, names: dict[str, str], fmt: str) -> str | None:
-    """Re-export a JSON transcript with display names for speaker labels (None if not JSON)."""
-    try:
-        t = Transcript.model_validate_json(body)
-    except ValidationError:
-        return None
-    segs = [s.model_copy(update={"speaker": names.get(s.speaker, s.speaker)}) for s in t.segments]
-    return export(t.model_copy(update={"segments": segs}), fmt)  # type: ignore[arg-type]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -142,9 +130,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if per_client[peer] <= 0:
                 del per_client[peer]
 
-    async def upstream(path: str, params: dict[str, str], method: str = "GET") -> Response:
+    async def upstream(
+        path: str, params: dict[str, str], method: str = "GET", body: object = None
+    ) -> Response:
         try:
-            r = await client.request(method, path, params=params)
+            r = await client.request(method, path, params=params, json_body=body)
         except TranscriberUnavailable as exc:
             return JSONResponse(
                 {"error": {"code": TRANSCRIBER_UNAVAILABLE, "message": exc.message}}, 502
@@ -158,29 +148,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/sessions/{session_id}", dependencies=[Depends(require_key)])
     async def session(session_id: str, request: Request) -> Response:
-        """A stored transcript; ``names`` (a JSON object) relabels speakers in exports."""
         if not SESSION_ID.match(session_id):
             raise HTTPException(404, "no such session")
-        params = dict(request.query_params)
-        names_param = params.pop("names", None)
-        fmt = params.get("format", "json")
-        if not names_param:
-            return await upstream(f"/v1/sessions/{session_id}", params)
+        return await upstream(f"/v1/sessions/{session_id}", dict(request.query_params))
+
+    @app.put("/api/sessions/{session_id}/speakers", dependencies=[Depends(require_key)])
+    async def name_speakers(session_id: str, request: Request) -> Response:
+        if not SESSION_ID.match(session_id):
+            raise HTTPException(404, "no such session")
         try:
-            names = json.loads(names_param)
-            assert isinstance(names, dict)
-            names = {str(k): str(v) for k, v in names.items()}
-        except (ValueError, AssertionError):
-            raise HTTPException(400, "names must be a JSON object") from None
-        if fmt not in EXPORT_FORMATS:
-            raise HTTPException(400, f"format must be one of {', '.join(EXPORT_FORMATS)}")
-        r = await upstream(f"/v1/sessions/{session_id}", {**params, "format": "json"})
-        text = rename_speakers(r.body, names, fmt) if r.status_code == 200 else None
-        if text is None:
-            return r
-        media = {"json": "application/json"}.get(fmt, "text/plain")
-        headers = {"content-disposition": f'attachment; filename="{session_id}.{fmt}"'}
-        return Response(text, media_type=f"{media}; charset=utf-8", headers=headers)
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(400, "expected a JSON object of speaker label -> name") from None
+        return await upstream(f"/v1/sessions/{session_id}/speakers", {}, "PUT", body)
 
     @app.delete("/api/sessions/{session_id}", dependencies=[Depends(require_key)])
     async def delete_session(session_id: str) -> Response:

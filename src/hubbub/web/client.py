@@ -339,11 +339,15 @@ class TranscriberClient:
         return Health(ok, latency, info, None if ok else f"HTTP {r.status_code}")
 
     async def request(
-        self, method: str, path: str, params: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        json_body: object = None,
     ) -> httpx.Response:
         """A call on the transcriber's HTTP API (raises ``TranscriberUnavailable``)."""
         try:
-            return await self._http.request(method, path, params=params)
+            return await self._http.request(method, path, params=params, json=json_body)
         except httpx.HTTPError as exc:
             raise TranscriberUnavailable(f"cannot reach the transcriber: {exc}") from exc
 

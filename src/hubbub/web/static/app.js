@@ -34,7 +34,7 @@ function startRename(button) {
   const finish = (save) => {
     if (done) return;
     done = true;
-    if (save) speakers.rename(label, input.value);
+    if (save) saveName(label, speakers.rename(label, input.value));
     input.replaceWith(button);
     view.refreshNames();
     drawSpeakers();
@@ -44,6 +44,22 @@ function startRename(button) {
     if (e.key === "Escape") finish(false);
   });
   input.addEventListener("blur", () => finish(true));
+}
+
+let pendingSave = Promise.resolve();
+
+function saveName(label, name) {
+  const id = speakers.sessionId;
+  if (!id) return;
+  pendingSave = fetch(api(`sessions/${encodeURIComponent(id)}/speakers`), {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ [label]: name }),
+  })
+    .then((r) => {
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    })
+    .catch((err) => notice.show("warn", `The name shows here but was not saved with the session (${err.message}).`));
 }
 
 function drawSpeakers() {
@@ -322,7 +338,7 @@ async function openSession(id) {
   }
   const t = data.transcript || data;
   view.clear();
-  speakers.reset(id);
+  speakers.reset(id, t.speaker_names || {});
   viewing = id;
   view.addFinals(t.segments || []);
   drawSpeakers();
@@ -345,10 +361,10 @@ async function deleteSession(id) {
   render();
 }
 
-function exportAs(format) {
+async function exportAs(format) {
   if (!viewing) return;
+  await pendingSave; // a name just given must be in the export
   const params = new URLSearchParams({ format });
-  if (Object.keys(speakers.names).length) params.set("names", JSON.stringify(speakers.names));
   const a = el("a", { href: api(`sessions/${encodeURIComponent(viewing)}?${params}`), download: `hubbub-${viewing}.${format}` });
   document.body.append(a);
   a.click();

@@ -12,17 +12,11 @@ export class Speakers {
     this.reset(null);
   }
 
-  reset(sessionId) {
+  // Names live on the server with the session (PUT .../speakers), so exports carry them.
+  reset(sessionId, names = {}) {
     this.sessionId = sessionId;
-    this.map = new Map(); // label -> {color, name, talk, words}
-    this.names = {};
-    if (sessionId) {
-      try {
-        this.names = JSON.parse(localStorage.getItem(`hubbub:names:${sessionId}`) || "{}");
-      } catch {
-        this.names = {};
-      }
-    }
+    this.map = new Map(); // label -> {color, fallback, talk, words}
+    this.names = { ...names };
   }
 
   get(label) {
@@ -44,11 +38,13 @@ export class Speakers {
     return this.names[label] || this.get(label).fallback;
   }
 
+  // Returns the name to store for the label ("" clears it).
   rename(label, name) {
     name = name.trim();
-    if (name && name !== this.get(label).fallback) this.names[label] = name;
+    const keep = name && name !== this.get(label).fallback;
+    if (keep) this.names[label] = name;
     else delete this.names[label];
-    if (this.sessionId) localStorage.setItem(`hubbub:names:${this.sessionId}`, JSON.stringify(this.names));
+    return keep ? name : "";
   }
 
   count(seg) {
