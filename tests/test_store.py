@@ -2,6 +2,8 @@
 
 import sqlite3
 
+import pytest
+
 from hubbub.transcriber.store import TranscriptStore
 from hubbub.transcript import Segment
 
@@ -24,6 +26,9 @@ def test_speaker_names_merge_clear_and_survive_reopening(tmp_path):
         "S3": "Carol",
     }
     assert store.set_speaker_names("missing", {"S1": "x"}) is None
+    with pytest.raises(ValueError, match="at most 3"):
+        store.set_speaker_names("s", {"S4": "Dan", "S5": "Eve"}, max_names=3)
+    assert store.set_speaker_names("s", {}) == {"S1": "Alice", "S3": "Carol"}  # unchanged
     store.close()
 
     again = TranscriptStore(path)

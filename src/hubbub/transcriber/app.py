@@ -141,11 +141,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.put("/v1/sessions/{session_id}/speakers", dependencies=keyed)
     async def name_speakers(request: Request, session_id: str) -> dict:
         """Give speaker labels names (an empty name clears one); exports use them."""
+        store = request.app.state.service.store
         try:
             names = speaker_names(await request.json())
+            merged = store.set_speaker_names(session_id, names, MAX_SPEAKER_NAMES)
         except ValueError as exc:  # JSONDecodeError is a ValueError too
             raise HTTPException(400, str(exc)) from None
-        merged = request.app.state.service.store.set_speaker_names(session_id, names)
         if merged is None:
             raise HTTPException(404, f"no session {session_id!r}")
         return {"session_id": session_id, "speaker_names": merged}

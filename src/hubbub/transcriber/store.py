@@ -52,6 +52,7 @@ class SessionInfo:
     last_seq: int
     segments: int
     speakers: int
+    speaker_names: dict[str, str]
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -125,32 +126,28 @@ class TranscriptStore:
                 (status, time.time(), session_id),
             )
 
-    def set_speaker_names(self, session_id: str, names: dict[str, str]) -> dict[str, str] | None:
+    def set_speaker_names(
+        self, session_id: str, names: dict[str, str], max_names: int = 64
+    ) -> dict[str, str] | None:
         """Merge ``names`` (label -> name; an empty name drops the label's name) into the
-        session's; returns the result, or None when there is no such session."""
-        with self._lock:
+        session's; returns the result, or None when there is no such session.
+        ValueError when the session would hold more than ``max_names`` names."""
+        with self._lock, self._db:  # one transaction: rolled back on an error
             self._db.execute("BEGIN")
             row = self._db.execute(
                 "SELECT speaker_names FROM sessions WHERE id = ?", (session_id,)
             ).fetchone()
             if row is None:
-                self._db.execute("ROLLBACK")
                 return None
             merged = {**json.loads(row[0]), **names}
             merged = {label: name for label, name in merged.items() if name}
+            if len(merged) > max_names:
+                raise ValueError(f"a session holds at most {max_names} speaker names")
             self._db.execute(
                 "UPDATE sessions SET speaker_names = ?, updated = ? WHERE id = ?",
                 (json.dumps(merged, ensure_ascii=False), time.time(), session_id),
             )
-            self._db.execute("COMMIT")
         return merged
-
-    def speaker_names(self, session_id: str) -> dict[str, str]:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT speaker_names FROM sessions WHERE id = ?", (session_id,)
-            ).fetchone()
-        return json.loads(row[0]) if row else {}
 
     def finals_after(self, session_id: str, seq: int) -> list[tuple[int, Segment]]:
         """Finals sent in updates after ``seq``: what a resuming client missed."""
@@ -174,7 +171,7 @@ class TranscriptStore:
             session_id=session_id,
             duration=info.audio_s,
             segments=segs,
-            speaker_names=self.speaker_names(session_id),
+            speaker_names=info.speaker_names,
         ).sorted()
 
     def info(self, session_id: str) -> SessionInfo | None:
@@ -187,12 +184,12 @@ class TranscriptStore:
             rows = self._db.execute(
                 "SELECT s.id, s.created, s.updated, s.engine, s.source, s.status, s.audio_s,"
                 " s.last_seq, COUNT(g.ord),"
-                " COUNT(DISTINCT json_extract(g.body, '$.speaker'))"
+                " COUNT(DISTINCT json_extract(g.body, '$.speaker')), s.speaker_names"
                 f" FROM sessions s LEFT JOIN segments g ON g.session_id = s.id {where}"
                 " GROUP BY s.id ORDER BY s.created DESC LIMIT ?",
                 [*args, limit],
             ).fetchall()
-        return [SessionInfo(*r) for r in rows]
+        return [SessionInfo(*r[:-1], speaker_names=json.loads(r[-1])) for r in rows]
 
     def delete(self, session_id: str) -> bool:
         with self._lock:
