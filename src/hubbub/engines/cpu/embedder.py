@@ -44,7 +44,7 @@ class SpeakerEmbedder:
 
     def features(self, audio: np.ndarray) -> np.ndarray:
         """(samples,) -> (frames, 40) log-mel; frame i covers samples [i*160, i*160+512)."""
-        n = 1 + (len(audio) - N_FFT) // HOP if len(audio) >= N_FFT else 0
+        n = frames_in(len(audio))
         if n <= 0:
             return np.zeros((0, N_MELS), np.float32)
         idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n)[:, None]
@@ -57,6 +57,16 @@ class SpeakerEmbedder:
             return np.zeros((0, DIM), np.float32)
         emb = self._session.run(None, {"mel_window": np.ascontiguousarray(windows, np.float32)})[0]
         return emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
+
+
+def frames_in(n_samples: int) -> int:
+    """How many feature frames ``SpeakerEmbedder.features`` makes of ``n_samples``."""
+    return 1 + (n_samples - N_FFT) // HOP if n_samples >= N_FFT else 0
+
+
+def windows_in(n_frames: int) -> int:
+    """How many complete windows ``windows_from`` cuts from ``n_frames`` frames."""
+    return (n_frames - WINDOW_FRAMES) // STRIDE_FRAMES + 1 if n_frames >= WINDOW_FRAMES else 0
 
 
 def windows_from(features: np.ndarray, start_frame: int = 0) -> tuple[np.ndarray, int]:

@@ -23,7 +23,15 @@ from hubbub.engines.base import (
 )
 from hubbub.engines.cpu.clustering import OnlineClustering
 from hubbub.engines.cpu.diarization import split_turns
-from hubbub.engines.cpu.embedder import HOP, N_FFT, SpeakerEmbedder, windows_from
+from hubbub.engines.cpu.embedder import (
+    HOP,
+    N_FFT,
+    STRIDE_FRAMES,
+    SpeakerEmbedder,
+    frames_in,
+    windows_from,
+    windows_in,
+)
 from hubbub.engines.cpu.utterances import Utterance, UtteranceConfig, UtteranceTracker
 from hubbub.engines.cpu.vad import FRAME, SileroVad, VadStream
 from hubbub.engines.cpu.whisper import AsrResult, WhisperAsr
@@ -176,6 +184,13 @@ class CpuEngine(Engine):
                 0,
                 [],
             )
+        fit = frames_in(len(utt.audio))
+        if len(emb.features) > fit:
+            # Cut at its length bound, the utterance ends before audio already embedded:
+            # forget what lies past its end (the next utterance starts there).
+            keep = min(len(emb.vectors), windows_in(fit))
+            emb.features, emb.vectors = emb.features[:fit], emb.vectors[:keep]
+            emb.next_window = keep * STRIDE_FRAMES
         tail = utt.audio[len(emb.features) * HOP :]
         if len(tail) >= N_FFT:
             emb.features = np.concatenate([emb.features, self.embedder.features(tail)])

@@ -3,12 +3,15 @@
 An utterance opens when a frame is confidently speech (with a little audio before it,
 so soft onsets are kept), and closes after ``min_silence_s`` of non-speech, or when it
 reaches ``max_utterance_s`` (so cost and latency stay bounded while someone talks
-without pause). Only the open utterance's audio is kept: memory does not grow with the
-length of the session.
+without pause). A cut at the length bound goes where the last ``cut_search_s`` were
+least speech-like (a breath between words, not the middle of one), and the next
+utterance starts there. Only the open utterance's audio is kept: memory does not grow
+with the length of the session.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +29,7 @@ class UtteranceConfig:
     speech_pad_s: float = 0.3
     min_speech_s: float = 0.25
     max_utterance_s: float = 15.0
+    cut_search_s: float = 2.0
 
 
 @dataclass
@@ -52,6 +56,8 @@ class UtteranceTracker:
     speech_frames: int = 0
     silent_frames: int = 0
     last_end: int = 0  # end of the last closed utterance: the next may not start before
+    # (frame start, speech probability) of the open utterance's latest frames
+    recent: deque[tuple[int, float]] = field(default_factory=deque)
 
     @property
     def in_speech(self) -> bool:
@@ -71,6 +77,7 @@ class UtteranceTracker:
         pad = int(cfg.speech_pad_s * SAMPLE_RATE)
         min_silence = int(cfg.min_silence_s * SAMPLE_RATE / FRAME)
         max_len = int(cfg.max_utterance_s * SAMPLE_RATE)
+        search = max(1, int(cfg.cut_search_s * SAMPLE_RATE / FRAME))
         for p in probs:
             frame_start = self.scored
             self.scored += FRAME
@@ -78,7 +85,11 @@ class UtteranceTracker:
                 if p >= cfg.onset:
                     self.open_start = max(self.buffer_start, self.last_end, frame_start - pad)
                     self.speech_frames, self.silent_frames = 1, 0
+                    self.recent.clear()
                 continue
+            self.recent.append((frame_start, float(p)))
+            if len(self.recent) > search:
+                self.recent.popleft()
             if p < cfg.offset:
                 self.silent_frames += 1
             else:
@@ -88,11 +99,23 @@ class UtteranceTracker:
                 end = self.scored - self.silent_frames * FRAME + pad
                 done += self._close(end)
             elif self.scored - self.open_start >= max_len:
-                end = self.scored
-                done += self._close(end)
-                self.open_start = end  # still talking: the next utterance starts here
-                self.speech_frames = 0
+                done += self._cut()
         self._trim(pad)
+        return done
+
+    def _cut(self) -> list[Utterance]:
+        """Still talking at the length bound: end the utterance at the quietest recent
+        frame (the latest, of equals) and open the next one there."""
+        assert self.open_start is not None
+        bound = self.open_start + int(self.config.max_utterance_s * SAMPLE_RATE)
+        fits = [fp for fp in self.recent if fp[0] + FRAME // 2 <= bound] or list(self.recent)
+        quiet, _ = min(reversed(fits), key=lambda fp: fp[1])
+        cut = quiet + FRAME // 2
+        after = [p for start, p in self.recent if start >= quiet]
+        done = self._close(cut)
+        self.open_start = cut
+        self.speech_frames = sum(p >= self.config.offset for p in after)
+        self.recent = deque((s, p) for s, p in self.recent if s > quiet)
         return done
 
     def flush(self) -> list[Utterance]:
