@@ -131,10 +131,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 del per_client[peer]
 
     async def upstream(
-        path: str, params: dict[str, str], method: str = "GET", body: object = None
+        path: str, params: dict[str, str], method: str = "GET", request: Request | None = None
     ) -> Response:
+        """Forward a call (and ``request``'s body, as it came) to the transcriber's API."""
+        body = await request.body() if request is not None else None
+        kind = {"content-type": "application/json"} if body is not None else None
         try:
-            r = await client.request(method, path, params=params, json_body=body)
+            r = await client.request(method, path, params=params, body=body, headers=kind)
         except TranscriberUnavailable as exc:
             return JSONResponse(
                 {"error": {"code": TRANSCRIBER_UNAVAILABLE, "message": exc.message}}, 502
@@ -156,11 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def name_speakers(session_id: str, request: Request) -> Response:
         if not SESSION_ID.match(session_id):
             raise HTTPException(404, "no such session")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise HTTPException(400, "expected a JSON object of speaker label -> name") from None
-        return await upstream(f"/v1/sessions/{session_id}/speakers", {}, "PUT", body)
+        # The transcriber checks the body; its 400 comes back as it is.
+        return await upstream(f"/v1/sessions/{session_id}/speakers", {}, "PUT", request)
 
     @app.delete("/api/sessions/{session_id}", dependencies=[Depends(require_key)])
     async def delete_session(session_id: str) -> Response:

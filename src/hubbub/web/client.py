@@ -343,11 +343,14 @@ class TranscriberClient:
         method: str,
         path: str,
         params: Mapping[str, str] | None = None,
-        json_body: object = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """A call on the transcriber's HTTP API (raises ``TranscriberUnavailable``)."""
         try:
-            return await self._http.request(method, path, params=params, json=json_body)
+            return await self._http.request(
+                method, path, params=params, content=body, headers=headers
+            )
         except httpx.HTTPError as exc:
             raise TranscriberUnavailable(f"cannot reach the transcriber: {exc}") from exc
 

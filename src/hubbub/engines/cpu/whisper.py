@@ -99,9 +99,7 @@ class WhisperAsr:
         compute_type: str = "int8",
         threads: int = 2,
         language: str | None = "en",
-        min_window_s: float = MIN_WINDOW_S,
     ) -> None:
-        self.min_window_s = min_window_s
         self.model_path = resolve_model(model)
         self.model = ctranslate2.models.Whisper(
             self.model_path,
@@ -115,11 +113,10 @@ class WhisperAsr:
         self.tokenizer = Tokenizer(hf, self.model.is_multilingual, task="transcribe", language=lang)
         self.features = FeatureExtractor(feature_size=self.model.n_mels)
 
-    def window_for(self, n_samples: int, min_window_s: float | None = None) -> float:
+    def window_for(self, n_samples: int, min_window_s: float = MIN_WINDOW_S) -> float:
         """The smallest window bucket of at least ``min_window_s`` holding the audio plus
         its silent margin."""
-        floor = self.min_window_s if min_window_s is None else min_window_s
-        need = max(floor, n_samples / SAMPLE_RATE + WINDOW_MARGIN_S)
+        need = max(min_window_s, n_samples / SAMPLE_RATE + WINDOW_MARGIN_S)
         return next((w for w in WINDOW_BUCKETS_S if w >= need), MAX_WINDOW_S)
 
     def _encode(
@@ -144,7 +141,7 @@ class WhisperAsr:
         beam_size: int = 5,
         word_timestamps: bool = True,
         max_tokens_per_s: float = 6.0,
-        min_window_s: float | None = None,
+        min_window_s: float = MIN_WINDOW_S,
     ) -> list[AsrResult]:
         """Transcribe a batch of utterances (each <= 30 s) in one encoder + decoder call.
 
