@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hubbub.audio import load_audio
+from hubbub.audio import SAMPLE_RATE
+from hubbub.decode import load_audio
 from hubbub.engines.cpu import CpuEngine, CpuEngineConfig
-from hubbub.engines.cpu.utterances import SAMPLE_RATE, UtteranceConfig
+from hubbub.engines.cpu.utterances import UtteranceConfig
 from hubbub.engines.driver import transcribe_streams
 from hubbub.evaluation.metrics import wer
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real speech data beside the repo and one CPU engine per run."""
+"""Shared fixtures: the recorded speech the tests carry (tests/data) and one CPU engine."""
 
 from __future__ import annotations
 
@@ -10,14 +10,20 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-REPO = Path(__file__).resolve().parents[1]
-SPEECH = Path(os.environ.get("HUBBUB_SPEECH_DATA", REPO.parent / "shared" / "data" / "speech"))
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data"
+SPEECH = Path(os.environ.get("HUBBUB_SPEECH_DATA", DATA / "speech"))
 
 
 @pytest.fixture(scope="session")
 def speech_dir() -> Path:
-    assert SPEECH.is_dir(), f"real speech data missing at {SPEECH}"
+    assert (SPEECH / "manifest.json").is_file(), f"recorded speech missing at {SPEECH}"
     return SPEECH
+
+
+@pytest.fixture(scope="session")
+def regressions_dir() -> Path:
+    return DATA / "regressions"
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +53,7 @@ def transcriber_url(cpu_engine, tmp_path_factory):
         data_dir=str(tmp_path_factory.mktemp("store")),
         max_sessions=3,
         idle_timeout_s=20,
+        trusted_proxies=["127.0.0.1"],  # web app tests relay through it from loopback
     )
     with serve(create_app(settings, engine=cpu_engine)) as url:
         yield url

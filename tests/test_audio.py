@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hubbub.audio import AudioError, PcmDecoder, float_to_pcm16, load_audio
+from hubbub.audio import AudioError, PcmDecoder, float_to_pcm16
+from hubbub.decode import load_audio
 
 
 def _tone(rate: int, seconds: float = 1.0, freq: float = 440.0) -> np.ndarray:

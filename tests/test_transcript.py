@@ -93,3 +93,22 @@ def test_speakers_and_text():
     t = _transcript()
     assert t.speakers == ["S1", "S2"]
     assert t.by_speaker()["S1"] == "Hello there."
+
+
+def test_names_and_text_cannot_break_subtitle_cues():
+    """A speaker named with an arrow, markup or an ampersand stays inside its cue."""
+    t = _transcript().model_copy(
+        update={"speaker_names": {"S1": "A --> B <b>&", "S2": "Tom & <Jerry>"}}
+    )
+    srt = to_srt(t)
+    assert _parse_cues(srt, ",") == [
+        (0.5, 2.25, "[A → B ‹b›&] Hello there."),
+        (61.2, 64.004, "[Tom & ‹Jerry›] Hi, how are you?"),
+    ]
+    assert srt.count("-->") == 2, "only the timing lines hold an arrow"
+    vtt = to_vtt(t)
+    assert _parse_cues(vtt, r"\.") == [
+        (0.5, 2.25, "<v A --&gt; B &lt;b&gt;&amp;>Hello there."),
+        (61.2, 64.004, "<v Tom &amp; &lt;Jerry&gt;>Hi, how are you?"),
+    ]
+    assert vtt.count("-->") == 2

@@ -1,17 +1,19 @@
-"""Audio at the edge: files and streamed PCM in, 16 kHz mono float32 out.
+"""Audio at the edge: streamed PCM in, 16 kHz mono float32 out.
 
 Everything past this module sees one format: ``np.float32`` samples in [-1, 1] at
-``SAMPLE_RATE``. Files are decoded with libsndfile (WAV/FLAC/OGG) or FFmpeg through PyAV
-(MP3/M4A/anything else); streams are ``pcm_s16le`` bytes in frames of any size.
+``SAMPLE_RATE``. Streams are ``pcm_s16le`` bytes in frames of any size; files are
+decoded block by block in hubbub.decode.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+from scipy.signal import butter, sosfilt
 
 SAMPLE_RATE = 16_000
 MIN_STREAM_RATE = 8_000
@@ -27,59 +29,6 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     if samples.ndim == 1:
         return samples
     return samples.mean(axis=1, dtype=np.float32)
-
-
-def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Resample a whole signal (soxr, high quality)."""
-    if rate == target or samples.size == 0:
-        return samples.astype(np.float32, copy=False)
-    return soxr.resample(samples, rate, target, quality="HQ").astype(np.float32, copy=False)
-
-
-def load_audio(path: str | Path) -> np.ndarray:
-    """Read any common audio file into 16 kHz mono float32.
-
-    Raises AudioError with a one-line reason for missing, empty, unreadable or
-    non-audio files, and for audio files that hold no samples at all.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: no such file")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a directory, not an audio file")
-    if p.stat().st_size == 0:
-        raise AudioError(f"{p}: file is empty")
-    try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        data, rate = _decode_with_ffmpeg(p)
-    if data.size == 0:
-        raise AudioError(f"{p}: no audio (0 samples)")
-    return resample(to_mono(data), rate)
-
-
-def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
-    # PyAV (FFmpeg) covers MP3, M4A/AAC, Opus, video containers...
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioError(f"{path}: contains no audio stream")
-            stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            pieces = [
-                out.to_ndarray().reshape(-1)
-                for frame in container.decode(stream)
-                for out in resampler.resample(frame)
-            ]
-            pieces += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    except AudioError:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise AudioError(f"{path}: not a readable audio file ({exc.__class__.__name__})") from exc
-    samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    return samples.astype(np.float32).reshape(-1, 1), SAMPLE_RATE
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
@@ -103,6 +52,7 @@ class PcmDecoder:
             raise AudioError(f"channels must be 1 or 2, got {channels}")
         self.sample_rate = sample_rate
         self.channels = channels
+        self.frames = 0  # input sample frames decoded so far
         self._frame_bytes = 2 * channels
         self._carry = b""
         self._resampler = (
@@ -116,10 +66,16 @@ class PcmDecoder:
         """Bytes held back until the rest of their sample arrives."""
         return len(self._carry)
 
+    @property
+    def decoded_s(self) -> float:
+        """Seconds of input decoded so far (a sample still incomplete not counted)."""
+        return self.frames / self.sample_rate
+
     def decode(self, data: bytes) -> np.ndarray:
         buf = self._carry + data
         usable = len(buf) - len(buf) % self._frame_bytes
         self._carry = buf[usable:]
+        self.frames += usable // self._frame_bytes
         samples = np.frombuffer(buf[:usable], dtype="<i2").astype(np.float32) / 32768.0
         samples = to_mono(samples.reshape(-1, self.channels))
         if self._resampler is not None:
@@ -131,6 +87,30 @@ class PcmDecoder:
         if self._resampler is None:
             return np.zeros(0, np.float32)
         return self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+@cache
+def _highpass_sos(cutoff_hz: float, rate: int) -> np.ndarray:
+    return butter(4, cutoff_hz, "highpass", fs=rate, output="sos")
+
+
+class HighPass:
+    """A streaming high-pass filter (4th-order Butterworth) that keeps its state.
+
+    Recordings can carry a DC offset or a slow drift far below speech (a few Hz) that
+    dwarfs the speech itself; Silero VAD then scores real speech as silence (a 25 s turn
+    vanished that way: ``lost_turn.16k.wav``). Speech has nothing below ~70 Hz to lose.
+    """
+
+    def __init__(self, cutoff_hz: float = 50.0, rate: int = SAMPLE_RATE) -> None:
+        self._sos = _highpass_sos(cutoff_hz, rate)
+        self._state = np.zeros((self._sos.shape[0], 2))
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        if len(samples) == 0:
+            return samples
+        out, self._state = sosfilt(self._sos, samples, zi=self._state)
+        return out.astype(np.float32)
 
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hubbub.audio import SAMPLE_RATE, load_audio
+from hubbub.audio import SAMPLE_RATE
+from hubbub.decode import load_audio
 from hubbub.engines.base import ChunkInput, Engine, EngineSession, EngineUpdate, SessionOptions
 from hubbub.engines.driver import transcribe_streams
 

@@ -33,7 +33,7 @@ from hubbub.benchmark import percentile
 FRAME_S = 0.1
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -179,7 +179,7 @@ class LoadResult:
 
 def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult:
     """Run the load test against a fresh transcriber process (and web app) on free ports."""
-    port, wport = _free_port(), _free_port()
+    port, wport = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     ws_url = base.replace("http", "ws") + "/v1/stream"
     with contextlib.ExitStack() as stack:
@@ -290,7 +290,7 @@ async def _ping_rtts(ws_url: str, n: int) -> list[float]:
 
 def run_relay_overhead(n: int = 300) -> dict:
     """Round trips straight to the transcriber and through the web app's relay."""
-    tport, wport = _free_port(), _free_port()
+    tport, wport = free_port(), free_port()
     tbase, wbase = f"http://127.0.0.1:{tport}", f"http://127.0.0.1:{wport}"
     with (
         tempfile.TemporaryDirectory() as data,

@@ -45,14 +45,31 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(1 << 20, gt=0)
     max_session_s: float = Field(4 * 3600.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0)
-    api_key: str | None = Field(None, repr=False, description="Required from clients when set")
+    api_key: str | None = Field(
+        None, repr=False, description="A key clients must present (tenant 'default')"
+    )
+    api_keys: dict[str, str] = Field(
+        default_factory=dict, repr=False, description="More keys, by tenant: {name: key}"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of 'tenant key [admin]' lines, read at start"
+    )
+    admin_tenants: list[str] = Field(
+        default_factory=list, description="Tenants that see every tenant's sessions"
+    )
     allowed_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed on WebSockets besides our own"
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names served besides localhost, IP addresses and this machine's "
+        "own names ('*.example.com' patterns; '*' for any)",
+    )
     max_connections_per_client: int = Field(8, ge=1)
     trusted_proxies: list[str] = Field(
-        default_factory=lambda: ["127.0.0.1", "::1"],
-        description="Peers whose X-Forwarded-For names the real client (the web app)",
+        default_factory=list,
+        description="Addresses or networks of proxies (the web app, a load balancer) whose "
+        "X-Forwarded-For names the client",
     )
     resume_grace_s: float = Field(60.0, ge=0, description="How long a dropped session waits")
     max_upload_mb: float = Field(200.0, gt=0)

@@ -93,9 +93,25 @@ def to_text(t: Transcript) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _srt_safe(text: str) -> str:
+    """SRT has no escapes: an arrow would read as a timing line and angle brackets as
+    markup (``<b>``), so they become look-alikes; text stays on its line."""
+    return _one_line(text).replace("-->", "→").replace("<", "‹").replace(">", "›")
+
+
+def _vtt_safe(text: str) -> str:
+    """WebVTT's own escapes, so names and text cannot open tags or end a cue."""
+    return _one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def to_srt(t: Transcript) -> str:
     blocks = [
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n[{t.name(s.speaker)}] {s.text}\n"
+        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n"
+        f"[{_srt_safe(t.name(s.speaker))}] {_srt_safe(s.text)}\n"
         for i, s in enumerate(_spoken(t.segments), 1)
     ]
     return "\n".join(blocks)
@@ -104,7 +120,8 @@ def to_srt(t: Transcript) -> str:
 def to_vtt(t: Transcript) -> str:
     # <v Speaker> is WebVTT's own voice span, understood by players and editors.
     blocks = [
-        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n<v {t.name(s.speaker)}>{s.text}\n"
+        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n"
+        f"<v {_vtt_safe(t.name(s.speaker))}>{_vtt_safe(s.text)}\n"
         for s in _spoken(t.segments)
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)

@@ -25,6 +25,11 @@ from support.servers import LoopThread, free_port
 LIMITS = Limits(max_frame_bytes=1 << 20, max_buffered_s=30, max_session_s=3600, idle_timeout_s=60)
 
 
+def token_of(session_id: str) -> str:
+    """The fake's resume token for a session (any client of the fake may know it)."""
+    return f"token-of-{session_id}-0000000"
+
+
 def canned_transcript(session_id: str) -> Transcript:
     return Transcript(
         session_id=session_id,
@@ -87,20 +92,34 @@ class FakeTranscriber(LoopThread):
                 await ws.close(1008, "unknown_session")
                 return
             resumed = sid is not None and sid in self.audio
+            if resumed and start.get("resume_token") != token_of(sid):
+                error = ErrorMessage(code="unknown_session", message=f"fake: not yours {sid}")
+                await ws.send(error.model_dump_json())
+                await ws.close(1008, "unknown_session")
+                return
             if not resumed:
                 self._sessions += 1
                 sid = f"fake{self._sessions}"
                 self.audio[sid] = bytearray()
-            ready = Ready(session_id=sid, engine="fake", sample_rate=16000, limits=LIMITS)
-            await ws.send(ready.model_copy(update={"resumed": resumed}).model_dump_json())
+            received = len(self.audio[sid]) / 32000
+            ready = Ready(
+                session_id=sid,
+                engine="fake",
+                sample_rate=16000,
+                limits=LIMITS,
+                resumed=resumed,
+                resume_token=None if resumed else token_of(sid),
+                resume_from_s=received,
+            )
+            await ws.send(ready.model_dump_json())
             seq = len(self.finals[sid])
             if resumed:  # like the real one: the finals after last_seq, the current seq
-                received = len(self.audio[sid]) / 32000
                 catch_up = TranscriptUpdate(
                     seq=seq,
                     finals=self.finals[sid][start.get("last_seq") or 0 :],
                     audio_received_s=received,
                     audio_processed_s=received,
+                    audio_committed_s=received,
                     lag_s=0.0,
                 )
                 await ws.send(catch_up.model_dump_json())
@@ -123,6 +142,7 @@ class FakeTranscriber(LoopThread):
                         finals=[seg],
                         audio_received_s=len(audio) / 32000,
                         audio_processed_s=len(audio) / 32000,
+                        audio_committed_s=len(audio) / 32000,
                         lag_s=0.0,
                     )
                     if self.mode != "quiet" or seq == 1:
@@ -157,6 +177,8 @@ class FakeTranscriber(LoopThread):
             return None
         url = urlsplit(request.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path == "/protocol.json":
+            return _json(connection, {"stream_path": "/v1/stream"})
         if url.path == "/health":
             return _json(connection, {"status": "ok", "engine": "fake", "sessions": 0})
         if url.path == "/v1/sessions":

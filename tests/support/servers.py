@@ -22,10 +22,22 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(app, port: int | None = None, health: str = "/health") -> Iterator[str]:
-    """Run ``app`` under uvicorn in a thread; yield its base URL once /health answers."""
+    """Run ``app`` under uvicorn in a thread, as ``hubbub transcriber`` / ``web`` run it
+    (a transcriber drains its sessions on shutdown); yield its base URL once /health
+    answers."""
+    from hubbub.cli.serve import Server
+    from hubbub.transcriber.app import drain
+
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="auto")
-    server = uvicorn.Server(config)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws="auto", proxy_headers=False
+    )
+
+    async def drain_if_transcriber() -> None:
+        if getattr(app.state, "service", None) is not None:
+            await drain(app.state.service)
+
+    server = Server(config, drain_if_transcriber)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
@@ -23,8 +26,51 @@ def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _config(app: Any, host: str, port: int) -> uvicorn.Config:
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", ws="auto", lifespan="on")
+LOOPBACK = ["127.0.0.1", "::1"]
+
+
+def _config(app: Any, host: str, port: int, s: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        ws="auto",
+        lifespan="on",
+        # X-Forwarded-For is ours to judge (settings.trusted_proxies): uvicorn's own
+        # handling would believe any loopback peer.
+        proxy_headers=False,
+        # A frame past the limit is refused by the WebSocket layer before it is buffered.
+        ws_max_size=s.max_frame_bytes + (64 << 10),
+        # A client that vanished without a close is noticed within ~10 s and parked.
+        ws_ping_interval=5.0,
+        ws_ping_timeout=5.0,
+    )
+
+
+class Server(uvicorn.Server):
+    """uvicorn, except that on SIGTERM/Ctrl-C the app gets to drain first: the
+    transcriber turns every live session's audio into finals and tells each client
+    (``ended``, reason ``shutting_down``) before connections are closed."""
+
+    def __init__(
+        self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        super().__init__(config)
+        self.drain = drain
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        if self.drain is not None:
+            with contextlib.suppress(Exception):
+                await self.drain()
+        await super().shutdown(sockets)
+
+
+def transcriber_server(s: Settings, host: str, port: int) -> Server:
+    from hubbub.transcriber.app import create_app, drain
+
+    app = create_app(s)
+    return Server(_config(app, host, port, s), lambda: drain(app.state.service))
 
 
 def transcriber(
@@ -36,8 +82,6 @@ def transcriber(
     max_sessions: Annotated[int | None, typer.Option(help="Live sessions admitted")] = None,
 ) -> None:
     """Run the transcriber service alone (streaming WS, file API, sessions, metrics)."""
-    from hubbub.transcriber.app import create_app
-
     s = _settings(
         host=host,
         port=port,
@@ -50,7 +94,7 @@ def transcriber(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     console.print(f"transcriber on http://{s.host}:{s.port} (engine {s.engine})")
-    uvicorn.Server(_config(create_app(s), s.host, s.port)).run()
+    transcriber_server(s, s.host, s.port).run()
 
 
 def web(
@@ -63,7 +107,7 @@ def web(
 
     s = _settings(transcriber_url=transcriber_url, web_host=host, web_port=port)
     console.print(f"web app on http://{s.web_host}:{s.web_port} -> {s.transcriber_url}")
-    uvicorn.Server(_config(create_app(s), s.web_host, s.web_port)).run()
+    Server(_config(create_app(s), s.web_host, s.web_port, s)).run()
 
 
 def serve(
@@ -94,13 +138,18 @@ def serve(
         asyncio.run(_serve_one_process(s, started))
 
 
+def _for_transcriber(s: Settings) -> Settings:
+    """The transcriber behind our own web app: it believes the web app (on loopback)
+    about which browser each stream is for."""
+    return s.model_copy(update={"trusted_proxies": [*s.trusted_proxies, *LOOPBACK]})
+
+
 async def _serve_one_process(s: Settings, started: float) -> None:
-    from hubbub.transcriber.app import create_app as transcriber_app
     from hubbub.web.app import create_app as web_app
 
     servers = [
-        uvicorn.Server(_config(transcriber_app(s), "127.0.0.1", s.port)),
-        uvicorn.Server(_config(web_app(s), s.web_host, s.web_port)),
+        transcriber_server(_for_transcriber(s), "127.0.0.1", s.port),
+        Server(_config(web_app(s), s.web_host, s.web_port, s)),
     ]
     # Each server installs its own signal handlers; the last one wins, so one watcher
     # passes a Ctrl-C / SIGTERM seen by either server on to both.
@@ -113,8 +162,12 @@ async def _serve_one_process(s: Settings, started: float) -> None:
         _announce(s, started)
     while not any(srv.should_exit for srv in servers) and not any(t.done() for t in tasks):
         await asyncio.sleep(0.2)
-    for srv in servers:
+    # The transcriber first: its goodbyes (every final, then ``ended``) go out through
+    # the web app's relays before those close.
+    for srv, task in zip(servers, tasks, strict=True):
         srv.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), 30)
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
@@ -128,6 +181,7 @@ def _serve_two_processes(s: Settings, started: float) -> None:
         "HUBBUB_ENGINE": s.engine,
         "HUBBUB_MODEL": s.model,
         "HUBBUB_DATA_DIR": s.data_dir,
+        "HUBBUB_TRUSTED_PROXIES": json.dumps(_for_transcriber(s).trusted_proxies),
     }
     proc = subprocess.Popen([sys.executable, "-m", "hubbub", "transcriber"], env=env)
     try:
@@ -141,7 +195,7 @@ def _serve_two_processes(s: Settings, started: float) -> None:
                 time.sleep(0.2)
         if proc.poll() is not None:
             raise typer.Exit(1)
-        server = uvicorn.Server(_config(web_app(s), s.web_host, s.web_port))
+        server = Server(_config(web_app(s), s.web_host, s.web_port, s))
         asyncio.run(_serve_and_announce(server, s, started))
     finally:
         proc.terminate()

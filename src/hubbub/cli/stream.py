@@ -12,8 +12,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from hubbub.audio import SAMPLE_RATE, AudioError, float_to_pcm16, load_audio
+from hubbub.audio import SAMPLE_RATE, AudioError, float_to_pcm16
 from hubbub.cli.common import fail, segment_line
+from hubbub.decode import load_audio
 from hubbub.protocol import Ended, ErrorMessage, Start, TranscriptUpdate
 from hubbub.transcript import EXPORT_FORMATS, Segment, Transcript, export
 
@@ -25,6 +26,12 @@ def stream(
     url: Annotated[str, typer.Option(help="Transcriber (or web app) base URL")] = (
         "http://127.0.0.1:8765"
     ),
+    api_key: Annotated[
+        str | None, typer.Option(envvar="HUBBUB_API_KEY", help="The server's API key")
+    ] = None,
+    resume_within: Annotated[
+        float, typer.Option(help="Seconds to keep trying to resume a cut stream")
+    ] = 60.0,
     speed: Annotated[float, typer.Option(help="1 = real time; 0 = as fast as accepted")] = 1.0,
     max_speakers: Annotated[int | None, typer.Option(min=1, max=32)] = None,
     out: Annotated[
@@ -38,23 +45,36 @@ def stream(
         audio = load_audio(file)
     except AudioError as exc:
         fail(str(exc))
-    t = asyncio.run(_run(url, audio, speed, max_speakers))
+    t = asyncio.run(_run(url, api_key, audio, speed, max_speakers, resume_within))
     if out is not None:
         out.write_text(export(t, out.suffix.lstrip("."), file_id=file.stem))  # type: ignore[arg-type]
         Console(stderr=True).print(f"wrote {out}")
 
 
-async def _run(url: str, audio, speed: float, max_speakers: int | None) -> Transcript:
-    from hubbub.web.client import TranscriberClient, TranscriberError
+async def _run(
+    url: str,
+    api_key: str | None,
+    audio,
+    speed: float,
+    max_speakers: int | None,
+    resume_within_s: float,
+) -> Transcript:
+    from hubbub.client import TranscriberClient, TranscriberError
 
     console = Console()
-    client = TranscriberClient(url)
+    try:
+        client = TranscriberClient(url, api_key=api_key)
+    except ValueError as exc:
+        fail(str(exc))
     order: list[str] = []
     finals: list[Segment] = []
     state = {"partials": [], "lag": 0.0, "processed": 0.0}
     try:
-        stream = await client.open_stream(Start(type="start", max_speakers=max_speakers))
+        stream = await client.open_resumable(
+            Start(type="start", max_speakers=max_speakers), resume_within_s=resume_within_s
+        )
     except TranscriberError as exc:
+        await client.aclose()
         fail(f"{exc.code}: {exc.message}")
 
     def view() -> Group:

@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from hubbub.audio import SAMPLE_RATE, AudioError, load_audio
+from hubbub.audio import SAMPLE_RATE, AudioError
 from hubbub.cli.common import fail, native_stderr_silenced, segment_line
+from hubbub.decode import load_audio
 from hubbub.engines.base import EngineUpdate, SessionOptions
 from hubbub.engines.driver import transcribe_streams
 from hubbub.engines.factory import create_engine

@@ -207,6 +207,15 @@ web_env = FastAPIAppEnvironment(
 )
 
 
+# Behind Flyte's ingress (and its login), the apps are reached by cluster names that we
+# cannot list in advance, and every hop before them (the ingress, the web app's relay)
+# has a private address: those are the proxies whose X-Forwarded-For is believed.
+IN_CLUSTER = {
+    "HUBBUB_ALLOWED_HOSTS": '["*"]',
+    "HUBBUB_TRUSTED_PROXIES": '["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.1"]',
+}
+
+
 def configure(config: FlyteDeployConfig) -> None:
     """Apply ``config`` to ``transcriber_env`` and ``web_env`` in place (they stay the
     module globals a deployed container looks up)."""
@@ -215,11 +224,11 @@ def configure(config: FlyteDeployConfig) -> None:
     t.image = image(TRANSCRIBER_NAME, "nemo" if config.uses_gpu else None)
     t.resources = flyte.Resources(cpu=config.cpu, memory=config.memory, gpu=gpu)  # type: ignore[arg-type]
     t.scaling = scaling(config.replicas, config.concurrency, config.scaledown_after_s)
-    t.env_vars = {"HUBBUB_ENGINE": "nemo" if config.uses_gpu else "cpu"}
+    t.env_vars = {"HUBBUB_ENGINE": "nemo" if config.uses_gpu else "cpu", **IN_CLUSTER}
     w.image = image(WEB_NAME)
     w.resources = flyte.Resources(cpu=config.web_cpu, memory=config.web_memory)
     w.scaling = scaling(config.web_replicas, config.web_concurrency, config.scaledown_after_s)
-    w.env_vars = {}
+    w.env_vars = dict(IN_CLUSTER)
     for env, port in ((t, config.transcriber_port), (w, config.web_port)):
         env.port = flyte.app.Port(port=port)
         env.timeouts = flyte.app.Timeouts(request=config.request_timeout_s)

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hubbub.audio import SAMPLE_RATE
 from hubbub.transcript import Segment
-
-SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,16 @@ class EngineUpdate:
 
     ``finals`` are new immutable segments; ``partials`` is the complete current tail
     (one segment per speaker still talking) and replaces the previous one.
+    ``committed_s``: the session's audio before this point is settled (in finals given
+    out, or silence); what follows may still become finals. ``idle``: the step did no
+    recognition work for this session (silence), so it says little about capacity.
     """
 
     session: EngineSession
     finals: list[Segment] = field(default_factory=list)
     partials: list[Segment] = field(default_factory=list)
+    committed_s: float = 0.0
+    idle: bool = False
 
     @property
     def audio_processed_s(self) -> float:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hubbub.engines.base import SAMPLE_RATE, ChunkInput, Engine, EngineUpdate, SessionOptions
+from hubbub.audio import SAMPLE_RATE
+from hubbub.engines.base import ChunkInput, Engine, EngineUpdate, SessionOptions
 from hubbub.transcript import Segment, Transcript
 
 

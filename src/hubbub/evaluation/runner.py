@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hubbub.audio import load_audio
+from hubbub.decode import load_audio
 from hubbub.engines.base import Engine, SessionOptions
 from hubbub.engines.driver import transcribe_streams
 from hubbub.evaluation.metrics import (

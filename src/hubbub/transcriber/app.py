@@ -2,8 +2,8 @@
 
 ``WS /v1/stream`` (live, protocol v1), ``POST /v1/audio/transcriptions`` (OpenAI-
 compatible), ``GET/DELETE /v1/sessions[/{id}]`` (stored transcripts and exports),
-``PUT /v1/sessions/{id}/speakers`` (names for speaker labels),
-``/health`` and ``/metrics`` (Prometheus).
+``PUT /v1/sessions/{id}/speakers`` (names for speaker labels), ``/health``,
+``/metrics`` (Prometheus) and ``/protocol.json`` (the error codes, for clients).
 """
 
 from __future__ import annotations
@@ -12,18 +12,21 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from hubbub import __version__
+from hubbub import __version__, protocol
 from hubbub.engines.base import Engine
 from hubbub.engines.factory import create_engine
-from hubbub.security import require_key
+from hubbub.limits import read_json
+from hubbub.security import HostGuard, Identity, Keyring, require_identity
 from hubbub.settings import Settings
 from hubbub.transcriber import files
 from hubbub.transcriber.live import handle_stream
 from hubbub.transcriber.service import Service
+from hubbub.transcriber.store import SessionInfo
 from hubbub.transcript import EXPORT_FORMATS, ExportFormat, export
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,15 @@ MEDIA_TYPES = {
     "vtt": "text/vtt",
     "rttm": "text/plain; charset=utf-8",
 }
+SessionPath = Annotated[str, Path(pattern=protocol.SESSION_ID_PATTERN)]
+Caller = Annotated[Identity, Depends(require_identity)]
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+Svc = Annotated[Service, Depends(service)]
 
 
 def speaker_names(body: object) -> dict[str, str]:
@@ -56,22 +68,31 @@ def speaker_names(body: object) -> dict[str, str]:
     return names
 
 
-async def shutdown(svc: Service, timeout_s: float = 30.0) -> None:
-    """SIGTERM: flush every live session's audio into stored finals, then stop."""
+async def drain(svc: Service, timeout_s: float = 10.0) -> None:
+    """Shutting down: every live session's audio becomes stored finals, and each
+    connected client gets them and ``ended`` (reason ``shutting_down``) before we go."""
+    svc.draining = True
     sessions = list(svc.live.values())
     for session in sessions:
-        session.flush(final=True)
+        session.finish("shutting_down")
     if sessions:
         waits = [asyncio.create_task(s.done.wait()) for s in sessions]
         _, pending = await asyncio.wait(waits, timeout=timeout_s)
         for task in pending:
             task.cancel()
-    svc.scheduler.stop()
-    svc.store.close()
+
+
+def _session_of(svc: Service, caller: Identity, session_id: str) -> SessionInfo:
+    """The caller's session, or 404 (the same for another tenant's: ids reveal nothing)."""
+    info = svc.store.info(session_id)
+    if info is None or not caller.may_see(info.tenant):
+        raise HTTPException(404, f"no session {session_id!r}")
+    return info
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or Settings()
+    keyring = Keyring.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,20 +106,31 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         try:
             yield
         finally:
-            await shutdown(svc)
+            await drain(svc)
+            svc.scheduler.stop()
+            svc.store.close()
 
-    app = FastAPI(title="hubbub transcriber", version=__version__, lifespan=lifespan)
+    # With keys, the API's description is for key holders only: it is not served.
+    docs = not keyring.enabled
+    app = FastAPI(
+        title="hubbub transcriber",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.add_middleware(HostGuard, allowed=settings.allowed_hosts)
     app.state.settings = settings
-    keyed = [Depends(require_key)]
-    app.include_router(files.router, dependencies=keyed)
+    app.state.keyring = keyring
+    app.include_router(files.router)
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
         await handle_stream(ws, ws.app.state.service)
 
     @app.get("/health")
-    async def health(request: Request) -> dict:
-        svc: Service = request.app.state.service
+    async def health(svc: Svc) -> dict:
         return {
             "status": "ok",
             "engine": svc.engine.name,
@@ -108,26 +140,30 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             "version": __version__,
         }
 
+    @app.get("/protocol.json")
+    async def protocol_codes() -> dict:
+        return {**protocol.describe(), "stream_path": "/v1/stream"}
+
     @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        return Response(request.app.state.service.metrics.render(), media_type="text/plain")
+    async def metrics(svc: Svc) -> Response:
+        return Response(svc.metrics.render(), media_type="text/plain")
 
-    @app.get("/v1/sessions", dependencies=keyed)
-    async def list_sessions(request: Request, limit: int = Query(100, ge=1, le=1000)) -> dict:
-        svc: Service = request.app.state.service
-        return {"sessions": [s.as_dict() for s in svc.store.list(limit)]}
+    @app.get("/v1/sessions")
+    async def list_sessions(
+        svc: Svc, caller: Caller, limit: int = Query(100, ge=1, le=1000)
+    ) -> dict:
+        tenant = None if caller.admin else caller.tenant
+        return {"sessions": [s.as_dict() for s in svc.store.list(limit, tenant=tenant)]}
 
-    @app.get("/v1/sessions/{session_id}", dependencies=keyed)
+    @app.get("/v1/sessions/{session_id}")
     async def get_session(
-        request: Request, session_id: str, format: str | None = Query(None)
+        svc: Svc, caller: Caller, session_id: SessionPath, format: str | None = Query(None)
     ) -> Response:
-        svc: Service = request.app.state.service
+        info = _session_of(svc, caller, session_id)
         t = svc.store.transcript(session_id)
         if t is None:
             raise HTTPException(404, f"no session {session_id!r}")
         if format is None:
-            info = svc.store.info(session_id)
-            assert info is not None
             return JSONResponse({"session": info.as_dict(), "transcript": t.model_dump()})
         if format not in EXPORT_FORMATS:
             raise HTTPException(400, f"format must be one of {', '.join(EXPORT_FORMATS)}")
@@ -138,22 +174,27 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             headers={"Content-Disposition": f'attachment; filename="{session_id}.{fmt}"'},
         )
 
-    @app.put("/v1/sessions/{session_id}/speakers", dependencies=keyed)
-    async def name_speakers(request: Request, session_id: str) -> dict:
+    @app.put("/v1/sessions/{session_id}/speakers")
+    async def name_speakers(
+        request: Request, svc: Svc, caller: Caller, session_id: SessionPath
+    ) -> dict:
         """Give speaker labels names (an empty name clears one); exports use them."""
-        store = request.app.state.service.store
+        _session_of(svc, caller, session_id)
+        body = await read_json(request)
         try:
-            names = speaker_names(await request.json())
-            merged = store.set_speaker_names(session_id, names, MAX_SPEAKER_NAMES)
-        except ValueError as exc:  # JSONDecodeError is a ValueError too
+            merged = svc.store.set_speaker_names(session_id, speaker_names(body), MAX_SPEAKER_NAMES)
+        except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         if merged is None:
             raise HTTPException(404, f"no session {session_id!r}")
         return {"session_id": session_id, "speaker_names": merged}
 
-    @app.delete("/v1/sessions/{session_id}", dependencies=keyed)
-    async def delete_session(request: Request, session_id: str) -> dict:
-        if not request.app.state.service.store.delete(session_id):
+    @app.delete("/v1/sessions/{session_id}")
+    async def delete_session(svc: Svc, caller: Caller, session_id: SessionPath) -> dict:
+        _session_of(svc, caller, session_id)
+        if session_id in svc.live:
+            raise HTTPException(409, f"session {session_id!r} is live: stop it first")
+        if not svc.store.delete(session_id):
             raise HTTPException(404, f"no session {session_id!r}")
         return {"deleted": session_id}
 

@@ -1,4 +1,4 @@
-"""The transcriber's parts wired together: engine, scheduler, store, metrics, settings."""
+"""The transcriber's parts wired together: engine, scheduler, store, keys, live sessions."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hubbub.engines.base import Engine
-from hubbub.engines.scheduler import Scheduler
 from hubbub.protocol import Limits
+from hubbub.security import Keyring
 from hubbub.settings import Settings
 from hubbub.transcriber.metrics import Metrics
+from hubbub.transcriber.scheduler import Scheduler
 from hubbub.transcriber.store import TranscriptStore
+
+if TYPE_CHECKING:
+    from hubbub.transcriber.sessions import LiveSession
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +30,12 @@ class Service:
     scheduler: Scheduler
     store: TranscriptStore
     metrics: Metrics
-    live: dict[str, Any] = field(default_factory=dict)  # session id -> LiveSession
-    connections: Counter[str] = field(default_factory=Counter)  # open streams per client host
+    keyring: Keyring
+    live: dict[str, LiveSession] = field(default_factory=dict)
+    # Connections still in their handshake, per client address: they count toward the
+    # client's limit like the sessions it holds (attached or parked).
+    handshakes: Counter[str] = field(default_factory=Counter)
+    draining: bool = False  # shutting down: no new connections
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine) -> Service:
@@ -41,7 +49,8 @@ class Service:
         store_path = (
             ":memory:" if settings.data_dir == ":memory:" else Path(settings.data_dir) / "hubbub.db"
         )
-        return cls(settings, engine, scheduler, TranscriptStore(store_path), metrics)
+        keyring = Keyring.from_settings(settings)
+        return cls(settings, engine, scheduler, TranscriptStore(store_path), metrics, keyring)
 
     @property
     def limits(self) -> Limits:
@@ -52,6 +61,14 @@ class Service:
             max_session_s=s.max_session_s,
             idle_timeout_s=s.idle_timeout_s,
         )
+
+    def client_load(self, client: str) -> int:
+        """Sessions a client holds: attached, parked, or still ending."""
+        return sum(1 for s in self.live.values() if s.client == client)
+
+    def forget(self, session: LiveSession) -> None:
+        if self.live.get(session.id) is session:
+            del self.live[session.id]
 
     @staticmethod
     def new_session_id() -> str:

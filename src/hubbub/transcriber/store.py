@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubbub.transcript import Segment, Transcript
@@ -26,7 +26,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     status TEXT NOT NULL,
     audio_s REAL NOT NULL DEFAULT 0,
     last_seq INTEGER NOT NULL DEFAULT 0,
-    speaker_names TEXT NOT NULL DEFAULT '{}'
+    speaker_names TEXT NOT NULL DEFAULT '{}',
+    tenant TEXT NOT NULL DEFAULT 'local',
+    token_hash TEXT NOT NULL DEFAULT '',
+    committed_s REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS segments (
     session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -50,12 +53,17 @@ class SessionInfo:
     status: str
     audio_s: float
     last_seq: int
+    tenant: str
+    committed_s: float  # stored finals settle the session's audio up to here
     segments: int
     speakers: int
     speaker_names: dict[str, str]
+    token_hash: str = field(repr=False, default="")
 
     def as_dict(self) -> dict:
-        return self.__dict__.copy()
+        out = self.__dict__.copy()
+        del out["token_hash"]
+        return out
 
 
 class TranscriptStore:
@@ -72,22 +80,29 @@ class TranscriptStore:
     def _migrate(self) -> None:
         """Bring a store written by an older version up to this schema."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
-        if "speaker_names" not in columns:
-            self._db.execute(
-                "ALTER TABLE sessions ADD COLUMN speaker_names TEXT NOT NULL DEFAULT '{}'"
-            )
+        added = {
+            "speaker_names": "TEXT NOT NULL DEFAULT '{}'",
+            "tenant": "TEXT NOT NULL DEFAULT 'local'",
+            "token_hash": "TEXT NOT NULL DEFAULT ''",
+            "committed_s": "REAL NOT NULL DEFAULT 0",
+        }
+        for name, kind in added.items():
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def create(self, session_id: str, engine: str, source: str) -> None:
+    def create(
+        self, session_id: str, engine: str, source: str, tenant: str, token_hash: str = ""
+    ) -> None:
         now = time.time()
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO sessions (id, created, updated, engine, source, status)"
-                " VALUES (?, ?, ?, ?, ?, 'live')",
-                (session_id, now, now, engine, source),
+                "INSERT INTO sessions (id, created, updated, engine, source, status, tenant,"
+                " token_hash) VALUES (?, ?, ?, ?, ?, 'live', ?, ?)",
+                (session_id, now, now, engine, source, tenant, token_hash),
             )
 
     def exists(self, session_id: str) -> bool:
@@ -96,9 +111,15 @@ class TranscriptStore:
         return row is not None
 
     def add_finals(
-        self, session_id: str, seq: int, segments: Iterable[Segment], audio_s: float
+        self,
+        session_id: str,
+        seq: int,
+        segments: Iterable[Segment],
+        audio_s: float,
+        committed_s: float | None = None,
     ) -> None:
-        """Append finals sent in update ``seq`` (one transaction, so a crash keeps all or none)."""
+        """Append finals sent in update ``seq`` (one transaction, so a crash keeps all or
+        none), and how far the session's audio is settled with them."""
         rows = list(segments)
         with self._lock:
             self._db.execute("BEGIN")
@@ -113,11 +134,20 @@ class TranscriptStore:
                 ],
             )
             self._db.execute(
-                "UPDATE sessions SET updated = ?, audio_s = MAX(audio_s, ?), last_seq = ?"
-                " WHERE id = ?",
-                (time.time(), audio_s, seq, session_id),
+                "UPDATE sessions SET updated = ?, audio_s = MAX(audio_s, ?), last_seq = ?,"
+                " committed_s = MAX(committed_s, ?) WHERE id = ?",
+                (time.time(), audio_s, seq, committed_s or 0.0, session_id),
             )
             self._db.execute("COMMIT")
+
+    def set_progress(self, session_id: str, seq: int, committed_s: float) -> None:
+        """Record the newest update number and settled audio of a session (no finals)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE sessions SET last_seq = MAX(last_seq, ?),"
+                " committed_s = MAX(committed_s, ?) WHERE id = ?",
+                (seq, committed_s, session_id),
+            )
 
     def set_status(self, session_id: str, status: str) -> None:
         with self._lock:
@@ -178,18 +208,31 @@ class TranscriptStore:
         found = self.list(session_id=session_id)
         return found[0] if found else None
 
-    def list(self, limit: int = 100, session_id: str | None = None) -> list[SessionInfo]:
-        where, args = ("WHERE s.id = ?", [session_id]) if session_id else ("", [])
+    def list(
+        self, limit: int = 100, session_id: str | None = None, tenant: str | None = None
+    ) -> list[SessionInfo]:
+        """Sessions, newest first; only ``tenant``'s when one is given."""
+        where, args = [], []
+        if session_id is not None:
+            where.append("s.id = ?")
+            args.append(session_id)
+        if tenant is not None:
+            where.append("s.tenant = ?")
+            args.append(tenant)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
             rows = self._db.execute(
                 "SELECT s.id, s.created, s.updated, s.engine, s.source, s.status, s.audio_s,"
-                " s.last_seq, COUNT(g.ord),"
-                " COUNT(DISTINCT json_extract(g.body, '$.speaker')), s.speaker_names"
-                f" FROM sessions s LEFT JOIN segments g ON g.session_id = s.id {where}"
+                " s.last_seq, s.tenant, s.committed_s, COUNT(g.ord),"
+                " COUNT(DISTINCT json_extract(g.body, '$.speaker')), s.speaker_names,"
+                " s.token_hash"
+                f" FROM sessions s LEFT JOIN segments g ON g.session_id = s.id {clause}"
                 " GROUP BY s.id ORDER BY s.created DESC LIMIT ?",
                 [*args, limit],
             ).fetchall()
-        return [SessionInfo(*r[:-1], speaker_names=json.loads(r[-1])) for r in rows]
+        return [
+            SessionInfo(*r[:-2], speaker_names=json.loads(r[-2]), token_hash=r[-1]) for r in rows
+        ]
 
     def delete(self, session_id: str) -> bool:
         with self._lock:

@@ -1,18 +1,18 @@
 """Relay one browser WebSocket to one upstream transcriber stream, both ways, untouched.
 
-The browser speaks protocol v1 like any client: its ``start`` opens the upstream stream
-(``TranscriberClient.open_stream``), then binary PCM and JSON control frames go up and
-the transcriber's frames come down as they are. The relay only decides what happens when
-one side goes away:
+The browser speaks protocol v1 like any client: its ``start`` opens the upstream stream,
+then binary PCM and JSON control frames go up and the transcriber's frames come down as
+they are (each parsed once, by hubbub.client, to follow seq and settled audio). The relay
+only decides what happens when one side goes away:
 
 - the browser disconnects: close the upstream with 1001 (going away), without ``stop``, so
-  the transcriber keeps the session for a resume;
-- the transcriber closes (after ``ended`` or an ``error``): close the browser with the
-  same code;
-- the transcriber connection is cut mid-stream: reconnect and resume the session, replaying
-  the audio it missed (web/resume.py), so the browser sees one unbroken stream;
-- the transcriber cannot be reached, or the session cannot be resumed: send an ``error``
-  with a code, then close.
+  the transcriber parks the session for a resume;
+- the transcriber ends the stream (``ended``) or refuses it (``error``, ``taken_over``
+  among them): pass that on and close the browser with the same code, never fight back;
+- the upstream is cut mid-stream: resume it for a few seconds, replaying the audio the
+  transcriber had not settled (hubbub.client.ResumingStream), so the browser notices
+  nothing; if that fails, tell the browser ``transcriber_lost`` at once: the page keeps its
+  own audio and resumes through a new connection when the transcriber is back.
 """
 
 from __future__ import annotations
@@ -24,26 +24,20 @@ from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from hubbub.client import ResumingStream, TranscriberClient, TranscriberError
 from hubbub.protocol import (
     CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL,
     CLOSE_NORMAL,
-    CLOSE_POLICY,
     CLOSE_PROTOCOL_ERROR,
-    ERROR_CLOSE_CODES,
-    ErrorMessage,
-)
-from hubbub.web.client import (
-    ABNORMAL_CLOSE_CODES,
     TRANSCRIBER_LOST,
-    TranscriberClient,
-    TranscriberError,
+    ErrorMessage,
+    close_code,
 )
-from hubbub.web.resume import ResumingStream
 
 log = logging.getLogger("hubbub.web")
 
 START_TIMEOUT_S = 30.0  # a browser that connects must say ``start`` within this
+RESUME_WITHIN_S = 5.0  # then the page is told, and resumes through a new connection
 
 
 @dataclass
@@ -56,51 +50,48 @@ class RelayStats:
     resumed_total: int = 0  # upstream streams resumed after a cut
 
 
-async def _send_error(ws: WebSocket, code: str, message: str, close_code: int) -> None:
+async def send_error(ws: WebSocket, code: str, message: str) -> None:
     with contextlib.suppress(Exception):
         await ws.send_text(ErrorMessage(code=code, message=message).model_dump_json())
     with contextlib.suppress(Exception):
-        await ws.close(close_code)
-
-
-async def _browser_to_transcriber(ws: WebSocket, stream: ResumingStream, stats: RelayStats) -> str:
-    """Pump until the browser goes ('browser') or the upstream refuses a send ('upstream')."""
-    while True:
-        try:
-            msg = await ws.receive()
-        except (WebSocketDisconnect, RuntimeError):
-            return "browser"
-        if msg["type"] == "websocket.disconnect":
-            return "browser"
-        try:
-            if (data := msg.get("bytes")) is not None:
-                await stream.send_audio(data)
-                stats.bytes_up += len(data)
-            elif (text := msg.get("text")) is not None:
-                await stream.send_control(text)
-        except Exception:  # the upstream is closing: the other pump reports why
-            return "upstream"
-
-
-async def _transcriber_to_browser(ws: WebSocket, stream: ResumingStream, stats: RelayStats) -> str:
-    """Pump until the upstream closes ('upstream') or the browser is gone ('browser')."""
-    async for raw in stream.raw_messages():
-        try:
-            if isinstance(raw, bytes):
-                await ws.send_bytes(raw)
-            else:
-                await ws.send_text(raw)
-        except Exception:
-            return "browser"
-        stats.messages_down += 1
-    return "upstream"
+        await ws.close(close_code(code))
 
 
 async def refuse(ws: WebSocket, code: str, message: str, stats: RelayStats) -> None:
     """Accept only to say why not (browsers see no reason on a refused handshake)."""
     stats.refused_total += 1
     await ws.accept()
-    await _send_error(ws, code, message, ERROR_CLOSE_CODES.get(code, CLOSE_POLICY))
+    await send_error(ws, code, message)
+
+
+async def _browser_to_transcriber(ws: WebSocket, stream: ResumingStream, stats: RelayStats) -> None:
+    """Pump until the browser goes."""
+    while True:
+        try:
+            msg = await ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        if msg["type"] == "websocket.disconnect":
+            return
+        if (data := msg.get("bytes")) is not None:
+            await stream.send_audio(data)
+            stats.bytes_up += len(data)
+        elif (text := msg.get("text")) is not None:
+            await stream.send_control(text)
+
+
+async def _transcriber_to_browser(ws: WebSocket, stream: ResumingStream, stats: RelayStats) -> bool:
+    """Pump until the upstream is over (True) or the browser is gone (False)."""
+    async for raw, _ in stream.frames():
+        try:
+            if isinstance(raw, bytes):
+                await ws.send_bytes(raw)
+            else:
+                await ws.send_text(raw)
+        except Exception:
+            return False
+        stats.messages_down += 1
+    return True
 
 
 async def relay(
@@ -117,67 +108,59 @@ async def relay(
         try:
             first = await asyncio.wait_for(ws.receive(), START_TIMEOUT_S)
         except TimeoutError:
-            await _send_error(ws, "no_start", "no start message", CLOSE_PROTOCOL_ERROR)
+            await send_error(ws, "no_start", "no start message")
             return
         if first["type"] == "websocket.disconnect":
             return
         if first.get("text") is None:
             stats.refused_total += 1
-            await _send_error(
-                ws, "no_start", "the first message must be a JSON start", CLOSE_PROTOCOL_ERROR
-            )
+            await send_error(ws, "no_start", "the first message must be a JSON start")
             return
-        try:
-            upstream = await client.open_stream(first["text"], headers=headers)
-        except TranscriberError as exc:
-            stats.refused_total += 1
-            log.info("stream refused: %s", exc)
-            await _send_error(ws, exc.code, exc.message, exc.close_code)
-            return
-        stats.streams_total += 1
 
         def resumed() -> None:
             stats.resumed_total += 1
 
-        stream = ResumingStream(client, upstream, on_resume=resumed)
+        try:
+            stream = await client.open_resumable(
+                first["text"], headers, resume_within_s=RESUME_WITHIN_S, on_resume=resumed
+            )
+        except TranscriberError as exc:
+            stats.refused_total += 1
+            log.info("stream refused: %s", exc)
+            await send_error(ws, exc.code, exc.message)
+            return
+        stats.streams_total += 1
         await ws.send_text(stream.ready_raw)
         stats.messages_down += 1
 
         up = asyncio.create_task(_browser_to_transcriber(ws, stream, stats))
         down = asyncio.create_task(_transcriber_to_browser(ws, stream, stats))
         done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-        first_done = up if up in done else down
-        gone = first_done.result()
-
-        if gone == "browser":
+        browser_gone = up in done or (down in done and not down.result())
+        if browser_gone:
             for task in (up, down):
                 task.cancel()
             await asyncio.gather(up, down, return_exceptions=True)
             await stream.close(CLOSE_GOING_AWAY, "client went away")
             return
-
-        # The upstream closed: let the down pump deliver what it still holds.
-        if not down.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(down), 5.0)
-        for task in (up, down):
-            task.cancel()
-        await asyncio.gather(up, down, return_exceptions=True)
-        if stream.lost is not None:
-            await _send_error(ws, TRANSCRIBER_LOST, stream.lost, CLOSE_INTERNAL)
-            return
-        code = stream.close_code
-        if code is None or code in ABNORMAL_CLOSE_CODES:
-            if not stream.ended:
-                await _send_error(
-                    ws, TRANSCRIBER_LOST, "the transcriber connection dropped", CLOSE_INTERNAL
-                )
-                return
-            code = CLOSE_NORMAL
-        with contextlib.suppress(Exception):
-            await ws.close(code, stream.close_reason or "")
+        up.cancel()
+        await asyncio.gather(up, return_exceptions=True)
+        await _close_like_upstream(ws, stream)
     finally:
         stats.connections -= 1
         if stream is not None:
             with contextlib.suppress(Exception):
                 await stream.close(CLOSE_GOING_AWAY)
+
+
+async def _close_like_upstream(ws: WebSocket, stream: ResumingStream) -> None:
+    """The upstream is over: the browser ends the same way (its last word was relayed)."""
+    if stream.lost is not None:
+        await send_error(ws, TRANSCRIBER_LOST, stream.lost)
+        return
+    if stream.error is not None:
+        code = close_code(stream.error.code)
+    else:
+        code = stream.close_code or CLOSE_NORMAL
+    with contextlib.suppress(Exception):
+        await ws.close(code if code not in (1005, 1006) else CLOSE_PROTOCOL_ERROR)

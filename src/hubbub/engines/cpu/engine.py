@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hubbub.audio import SAMPLE_RATE, HighPass
 from hubbub.engines.base import (
-    SAMPLE_RATE,
     ChunkInput,
     Engine,
     EngineSession,
@@ -70,6 +70,7 @@ class _Embeddings:
 
 @dataclass
 class CpuSession(EngineSession):
+    highpass: HighPass = field(default_factory=HighPass)
     vad: VadStream = field(default_factory=VadStream)
     tracker: UtteranceTracker = field(default_factory=UtteranceTracker)
     clusters: OnlineClustering = field(default_factory=OnlineClustering)
@@ -94,6 +95,16 @@ class _Work:
     closed: list[_Closed]
     open_windows: np.ndarray
     want_partial: Utterance | None = None
+    flushed: bool = False
+
+    @property
+    def idle(self) -> bool:
+        return not self.closed and not self.session.tracker.in_speech
+
+    @property
+    def committed_s(self) -> float:
+        s = self.session
+        return s.audio_s if self.flushed else s.tracker.settled() / SAMPLE_RATE
 
 
 class CpuEngine(Engine):
@@ -141,7 +152,11 @@ class CpuEngine(Engine):
         self._partials(work)
         return [
             EngineUpdate(
-                w.session, finals=f, partials=[w.session.partial] if w.session.partial else []
+                w.session,
+                finals=f,
+                partials=[w.session.partial] if w.session.partial else [],
+                committed_s=w.committed_s,
+                idle=w.idle,
             )
             for w, f in zip(work, finals, strict=True)
         ]
@@ -149,9 +164,10 @@ class CpuEngine(Engine):
     def _advance(self, item: ChunkInput) -> _Work:
         s = item.session
         assert isinstance(s, CpuSession)
-        probs = self.vad(s.vad, item.audio)
-        s.samples_in += len(item.audio)
-        utterances = s.tracker.push(item.audio, probs)
+        audio = s.highpass(item.audio)
+        probs = self.vad(s.vad, audio)
+        s.samples_in += len(audio)
+        utterances = s.tracker.push(audio, probs)
         if item.flush:
             utterances += s.tracker.flush()
         closed = []
@@ -173,7 +189,7 @@ class CpuEngine(Engine):
                 want_partial = open_utt
         else:
             s.partial = None
-        return _Work(s, closed, open_windows, want_partial)
+        return _Work(s, closed, open_windows, want_partial, flushed=item.flush)
 
     def _new_windows(self, emb: _Embeddings, utt: Utterance) -> np.ndarray:
         """Feature windows of ``utt`` not embedded yet (features computed incrementally)."""

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hubbub.audio import SAMPLE_RATE
 from hubbub.engines.cpu.vad import FRAME
-
-SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,13 @@ class UtteranceTracker:
     @property
     def in_speech(self) -> bool:
         return self.open_start is not None
+
+    def settled(self) -> int:
+        """Absolute sample before which no utterance can still begin or grow."""
+        if self.open_start is not None:
+            return self.open_start
+        pad = int(self.config.speech_pad_s * SAMPLE_RATE)
+        return max(self.last_end, self.scored - pad, 0)
 
     def open_utterance(self) -> Utterance | None:
         if self.open_start is None:

@@ -21,9 +21,9 @@ from faster_whisper.feature_extractor import FeatureExtractor
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.utils import download_model
 
+from hubbub.audio import SAMPLE_RATE
 from hubbub.transcript import Word
 
-SAMPLE_RATE = 16_000
 FRAMES_PER_S = 100
 TOKENS_PER_S = 50  # Whisper's cross-attention time resolution (20 ms)
 MAX_WINDOW_S = 30.0

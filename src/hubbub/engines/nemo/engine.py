@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hubbub.audio import SAMPLE_RATE
 from hubbub.engines.base import (
-    SAMPLE_RATE,
     ChunkInput,
     Engine,
     EngineSession,
@@ -253,7 +253,17 @@ class NemoEngine(Engine):
         finals.sort(key=lambda seg: (seg.start, seg.end))
         finals = [seg.model_copy(update={"id": s.next_segment_id()}) for seg in finals]
         partials.sort(key=lambda seg: seg.start)
-        return EngineUpdate(s, finals=finals, partials=partials)
+        return EngineUpdate(s, finals, partials, self._committed(s, item.flush), idle=False)
+
+    def _committed(self, s: NemoSession, flush: bool) -> float:
+        """Audio before the first word still open, and before the newest two chunks
+        (whose tokens the encoder's look-ahead and the decoder may still emit)."""
+        if flush:
+            return s.audio_s
+        pending = [w.pending_from for slot in s.slots.values() if (w := slot.words) is not None]
+        starts = [p for p in pending if p is not None]
+        frontier = s.audio_s - 2 * self.preset.chunk_s
+        return max(0.0, min([frontier, *starts]))
 
     # -- capacity --------------------------------------------------------------------
 

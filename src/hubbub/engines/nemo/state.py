@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from hubbub.engines.base import SAMPLE_RATE, EngineSession
+from hubbub.audio import SAMPLE_RATE
+from hubbub.engines.base import EngineSession
 from hubbub.engines.nemo.features import PcmWindow
 from hubbub.engines.nemo.words import SpeakerWords
 

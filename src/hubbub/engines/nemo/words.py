@@ -74,6 +74,13 @@ class SpeakerWords:
     def open_words(self) -> int:
         return len(self.words) + (self.current is not None)
 
+    @property
+    def pending_from(self) -> float | None:
+        """Where this speaker's words not yet final begin (None: nothing pending)."""
+        if self.words:
+            return self.words[0].word.start
+        return None if self.current is None else self.current.start
+
     def add(self, tokens: list[Token]) -> None:
         for tok in tokens:
             if self.current is None or tok.piece.startswith(WORD_START):

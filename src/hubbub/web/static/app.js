@@ -137,6 +137,9 @@ const conn = new Connection({
     retryNotice = true;
     notice.show("warn", text);
   },
+  onLost(text) {
+    notice.show("error", text);
+  },
   onFailed(text) {
     capture.running && capture.stop();
     notice.show("error", text);

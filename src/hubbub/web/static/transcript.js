@@ -64,7 +64,7 @@ export class TranscriptView {
 
   clear() {
     this.finals = [];
-    this.ids = new Set();
+    this.ids = new Map(); // id -> text: a resumed stream may send a final again
     this.partials = [];
     this.turns = [];
     this.partialNodes = [];
@@ -81,8 +81,11 @@ export class TranscriptView {
     const stick = this.nearBottom();
     let reflow = false;
     for (const seg of segments) {
-      if (this.ids.has(seg.id)) continue;
-      this.ids.add(seg.id);
+      if (this.ids.has(seg.id)) {
+        if (this.ids.get(seg.id) === seg.text) continue; // the same final, seen again
+        console.warn(`hubbub: final ${seg.id} came again with other text; both are shown`);
+      }
+      this.ids.set(seg.id, seg.text);
       this.speakers.count(seg);
       const last = this.finals[this.finals.length - 1];
       if (last && seg.start < last.start - 0.05) reflow = true;

@@ -4,15 +4,10 @@ export const RATE = 16000; // what the page streams: 16 kHz mono pcm_s16le
 
 export const $ = (sel) => document.querySelector(sel);
 export const base = new URL(".", location.href);
-// A server with an API key is opened as /?token=KEY; the page passes it on.
-const token = new URLSearchParams(location.search).get("token");
-const withToken = (url) => {
-  const u = new URL(url, base);
-  if (token) u.searchParams.set("token", token);
-  return u.toString();
-};
-export const wsUrl = () => withToken(`${base.protocol === "https:" ? "wss" : "ws"}://${base.host}${base.pathname}ws`);
-export const api = (path) => withToken(`api/${path}`);
+// A server with an API key is opened once as /?token=KEY: the server keeps the key in a
+// cookie this page cannot read and sends it on, so the key is never in a URL the page makes.
+export const wsUrl = () => `${base.protocol === "https:" ? "wss" : "ws"}://${base.host}${base.pathname}ws`;
+export const api = (path) => new URL(`api/${path}`, base).toString();
 
 export function clock(s, withMs = false) {
   s = Math.max(0, s || 0);

@@ -1,0 +1,44 @@
+"""Utterance cutting from VAD scores: where a long stretch of speech is cut."""
+
+import itertools
+
+import numpy as np
+
+from hubbub.audio import SAMPLE_RATE
+from hubbub.engines.cpu.utterances import UtteranceConfig, UtteranceTracker
+from hubbub.engines.cpu.vad import FRAME
+
+
+def _run(probs: list[float], cfg: UtteranceConfig) -> tuple[list, np.ndarray]:
+    """Feed audio whose samples count up (so pieces can be traced), 10 frames at a time."""
+    audio = np.arange(len(probs) * FRAME, dtype=np.float32)
+    tracker, out = UtteranceTracker(cfg), []
+    for i in range(0, len(probs), 10):
+        out += tracker.push(audio[i * FRAME : (i + 10) * FRAME], np.array(probs[i : i + 10]))
+    return out + tracker.flush(), audio
+
+
+def test_a_long_utterance_is_cut_at_its_quietest_moment_and_nothing_is_lost():
+    cfg = UtteranceConfig(max_utterance_s=3.0, cut_search_s=1.0)
+    frames = int(8 * SAMPLE_RATE / FRAME)  # 8 s of speech without a pause
+    probs = [0.95] * frames
+    dip = int(2.5 * SAMPLE_RATE / FRAME)  # a breath, 0.5 s before the bound
+    probs[dip] = 0.2
+    utts, audio = _run(probs, cfg)
+
+    # The first cut falls in the breath, not at 3.0 s (the middle of a word).
+    assert utts[0].start == 0
+    assert utts[0].start + len(utts[0].audio) == dip * FRAME + FRAME // 2
+    # Each piece starts where the last ended, holds exactly that audio, and stays in bounds.
+    for prev, nxt in itertools.pairwise(utts):
+        assert nxt.start == prev.start + len(prev.audio)
+    assert utts[-1].start + len(utts[-1].audio) == len(audio)
+    assert np.array_equal(np.concatenate([u.audio for u in utts]), audio)
+    assert all(u.duration_s <= cfg.max_utterance_s for u in utts)
+
+
+def test_without_a_quiet_moment_the_cut_comes_at_the_bound():
+    cfg = UtteranceConfig(max_utterance_s=3.0, cut_search_s=1.0)
+    utts, _ = _run([0.95] * int(4 * SAMPLE_RATE / FRAME), cfg)
+    first_end = utts[0].start + len(utts[0].audio)
+    assert 3.0 - FRAME / SAMPLE_RATE <= first_end / SAMPLE_RATE <= 3.0
