@@ -75,6 +75,9 @@ def test_tenants_see_only_their_own_sessions(cpu_engine, speech_dir, tmp_path):
             assert json.loads(ws.recv(timeout=10))["code"] == "unknown_session"
         assert get(theirs, KEYS["bob"], "DELETE").status_code == 200
         assert httpx.get(url + "/v1/sessions").status_code == 401
+        # With keys, the API's description is not served to anyone.
+        assert httpx.get(url + "/docs").status_code == 404
+        assert get("/openapi.json", KEYS["alice"]).status_code == 404
 
 
 def test_keys_files_and_keyrings_refuse_mistakes(tmp_path):
