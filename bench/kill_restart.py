@@ -29,9 +29,10 @@ import httpx
 from hubbub.audio import float_to_pcm16
 from hubbub.client import TranscriberClient
 from hubbub.decode import load_audio
+from hubbub.evaluation.loadtest import free_port, spawn
 from hubbub.evaluation.metrics import wer
-from hubbub.loadtest import free_port, spawn
-from hubbub.protocol import TranscriptUpdate
+from hubbub.pacing import Pacer
+from hubbub.protocol import SpeakersUpdate, TranscriptUpdate
 
 FRAME = 3200  # 0.1 s of 16 kHz int16
 
@@ -62,7 +63,7 @@ async def stream(url: str, pcm: bytes, kill_at: list[float], restart) -> dict:
     kills: list[tuple[float, float]] = []  # (session time, wall time) of each kill
 
     async def send() -> None:
-        t0 = time.monotonic()
+        pacer = Pacer()
         todo = list(kill_at)
         for i in range(0, len(pcm), FRAME):
             at = i / 32000
@@ -70,8 +71,8 @@ async def stream(url: str, pcm: bytes, kill_at: list[float], restart) -> dict:
                 todo.pop(0)
                 kills.append((at, time.monotonic()))
                 await asyncio.to_thread(restart)
+            await pacer.until(i / 32000)
             await s.send_audio(pcm[i : i + FRAME])
-            await asyncio.sleep(max(0.0, t0 + (i + FRAME) / 32000 - time.monotonic()))
         await s.stop()
 
     sender = asyncio.create_task(send())
@@ -80,7 +81,7 @@ async def stream(url: str, pcm: bytes, kill_at: list[float], restart) -> dict:
         if isinstance(msg, TranscriptUpdate):
             updates.append(msg)
             arrivals.append(time.monotonic())
-        else:
+        elif not isinstance(msg, SpeakersUpdate):  # revised speakers: text unchanged
             other.append(msg.type)
     await sender
     await client.aclose()

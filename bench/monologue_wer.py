@@ -20,9 +20,9 @@ import numpy as np
 from hubbub.audio import SAMPLE_RATE
 from hubbub.decode import load_audio
 from hubbub.engines.cpu import CpuEngine, CpuEngineConfig
-from hubbub.engines.cpu.utterances import UtteranceConfig
-from hubbub.engines.driver import transcribe_streams
+from hubbub.engines.cpu.config import UtteranceConfig
 from hubbub.evaluation.metrics import wer
+from hubbub.recordings import transcribe_many
 
 
 def monologue(manifest: Path, longest_s: float = 12.0) -> tuple[np.ndarray, str]:
@@ -50,7 +50,7 @@ def main() -> None:
     for search in args.cut_search:
         cut = UtteranceConfig(max_utterance_s=args.max_utterance, cut_search_s=search)
         engine = CpuEngine(CpuEngineConfig(utterances=cut))
-        transcripts, _ = transcribe_streams(engine, {"monologue": audio})
+        transcripts = transcribe_many(engine, {"monologue": audio})
         t = transcripts["monologue"]
         r = wer(ref, t.text)
         n = r.substitutions + r.deletions + r.hits

@@ -103,11 +103,12 @@ class HighPass:
     """
 
     def __init__(self, cutoff_hz: float = 50.0, rate: int = SAMPLE_RATE) -> None:
-        self._sos = _highpass_sos(cutoff_hz, rate)
+        self.cutoff_hz = cutoff_hz
+        self._sos = _highpass_sos(cutoff_hz or 1.0, rate)
         self._state = np.zeros((self._sos.shape[0], 2))
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
-        if len(samples) == 0:
+        if len(samples) == 0 or not self.cutoff_hz:
             return samples
         out, self._state = sosfilt(self._sos, samples, zi=self._state)
         return out.astype(np.float32)

@@ -108,6 +108,17 @@ class TranscriptUpdate(BaseModel):
     lag_s: float
 
 
+class SpeakersUpdate(BaseModel):
+    """A second look at the speakers revised finals already sent: ``relabel`` maps their
+    ids to their speaker now. A final's text and times never change, only its speaker.
+    ``seq`` is that of the last ``transcript`` update: this message takes no number of its
+    own, so a client that ignores it sees no gap."""
+
+    type: Literal["speakers"] = "speakers"
+    seq: int
+    relabel: dict[str, str]
+
+
 class Pong(BaseModel):
     type: Literal["pong"] = "pong"
 
@@ -152,6 +163,7 @@ ERROR_CLOSE_CODES: dict[str, int] = {
     "bad_message": CLOSE_PROTOCOL_ERROR,
     "no_start": CLOSE_PROTOCOL_ERROR,
     "unsupported_audio": CLOSE_UNSUPPORTED,
+    "unsupported_language": CLOSE_UNSUPPORTED,
     "frame_too_large": CLOSE_TOO_BIG,
     "buffer_full": CLOSE_POLICY,
     "session_too_long": CLOSE_POLICY,

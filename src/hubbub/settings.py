@@ -1,4 +1,8 @@
-"""One typed settings object: environment variables (``HUBBUB_*``), CLI flags over them."""
+"""One typed settings object: environment variables (``HUBBUB_*``), CLI flags over them.
+
+Engine knobs are nested: ``HUBBUB_CPU__MODEL=base``, ``HUBBUB_CPU__UTTERANCES__MIN_SILENCE_S=0.8``,
+``HUBBUB_NEMO__LATENCY=160ms``. Each bound is declared once, on its field.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +12,24 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hubbub.engines.cpu.config import CpuEngineConfig
+from hubbub.engines.nemo.config import NemoEngineConfig
+from hubbub.protocol import Language
+
 EngineName = Literal["auto", "cpu", "nemo"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HUBBUB_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="HUBBUB_", env_nested_delimiter="__", extra="ignore"
+    )
 
     engine: EngineName = "auto"
-    # CPU engine
-    model: str = Field("tiny.en", description="Whisper model: a CT2 dir, or a faster-whisper name")
-    compute_type: str = "int8"
-    threads: int = Field(2, ge=1, description="CPU threads for Whisper")
-    beam_size: int = Field(5, ge=1)
-    partial_interval_s: float = Field(1.0, gt=0)
-    max_speakers: int = Field(8, ge=1, le=32)
-    language: str | None = None
-    # NeMo engine (the hubbub[nemo] extra): hub names, or paths to local .nemo files
-    nemo_diar_model: str = Field(
-        "nvidia/diar_streaming_sortformer_4spk-v2.1", description="Streaming Sortformer"
+    language: Language | None = Field(
+        None, description="Sessions' language when they do not say (None: the model's own)"
     )
-    nemo_asr_model: str = Field(
-        "nvidia/multitalker-parakeet-streaming-0.6b-v1", description="Multitalker Parakeet"
-    )
-    nemo_latency: Literal["80ms", "160ms", "560ms", "1120ms"] = Field(
-        "1120ms", description="ASR chunk (look-ahead) per step"
-    )
-    nemo_precision: Literal["fp32", "bf16"] = Field("bf16", description="bf16 autocast on CUDA")
-    nemo_device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    nemo_capacity: int = Field(0, ge=0, description="Live sessions; 0 = measured at warmup")
+    cpu: CpuEngineConfig = Field(default_factory=CpuEngineConfig)
+    nemo: NemoEngineConfig = Field(default_factory=NemoEngineConfig)
     # Transcriber service
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=1, le=65535)

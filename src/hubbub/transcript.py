@@ -8,7 +8,7 @@ next update. Times are float seconds from the start of the stream.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -151,6 +151,13 @@ def export(t: Transcript, fmt: ExportFormat, file_id: str | None = None) -> str:
         case "rttm":
             return to_rttm(t, file_id)
     raise ValueError(f"unknown export format {fmt!r}")
+
+
+def relabelled(segments: Sequence[Segment], relabel: Mapping[str, str]) -> list[Segment]:
+    """``segments`` with the speakers of those named in ``relabel`` revised."""
+    return [
+        s.model_copy(update={"speaker": relabel[s.id]}) if s.id in relabel else s for s in segments
+    ]
 
 
 def join_words(words: Sequence[Word]) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hubbub.loadtest import spawn
+from hubbub.evaluation.loadtest import spawn
 from hubbub.settings import Settings
 from hubbub.web.app import create_app
 
@@ -394,4 +394,32 @@ def test_page_loses_and_repeats_nothing_across_kill_9_and_restart(
         killed_at,
         shown,
     )
+    assert errors == []
+
+
+def test_revised_speakers_recolour_the_transcript(playwright, conversation):
+    """A ``speakers`` message moves a final shown under Speaker 1 to Speaker 3: its text
+    stays, its turn takes Speaker 3's name and colour, and a name given to Speaker 3
+    follows it."""
+    browser = launch(playwright, conversation)
+    with (
+        FakeTranscriber().running() as fake,
+        serve(create_app(Settings(transcriber_url=fake.url))) as url,
+    ):
+        fake.mode = "relabel"
+        page, errors = open_page(browser, url)
+        page.click("#start")
+        page.wait_for_function("() => window.hubbub.view.finals.length >= 4", timeout=15_000)
+        moved = page.locator("#transcript .seg[data-id='fake1-1']")
+        assert moved.inner_text() == "chunk 1"
+        turn = moved.locator("xpath=ancestor::article[1]")
+        assert turn.locator(".spk").get_attribute("data-speaker") == "S3"
+        assert page.evaluate("() => window.hubbub.view.finals[0].speaker") == "S3"
+        page.click("#speakers .spk[data-speaker=S3]")
+        page.fill(".spk-edit", "Carol")
+        page.keyboard.press("Enter")
+        assert turn.locator(".spk").inner_text() == "Carol"
+        page.click("#stop")
+        page.wait_for_function("() => window.hubbub.conn.state === 'ended'")
+    browser.close()
     assert errors == []

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from hubbub.engines.base import ChunkInput, SessionOptions
-from hubbub.engines.driver import transcribe_streams
 from hubbub.evaluation.metrics import wer
+from hubbub.recordings import transcribe_many
 from hubbub.transcript import Transcript, Word
 
 from support.voices import Conversation, Turn, available_voices, make_conversation
@@ -44,7 +44,7 @@ def conversation() -> Conversation:
 
 @pytest.fixture(scope="module")
 def transcript(cpu_engine, conversation: Conversation) -> Transcript:
-    transcripts, _ = transcribe_streams(cpu_engine, {"conv": conversation.audio})
+    transcripts = transcribe_many(cpu_engine, {"conv": conversation.audio})
     return transcripts["conv"]
 
 

@@ -53,7 +53,7 @@ def engine(hub_cache):
     """Built by the factory from settings: hub names -> from_pretrained -> the tiny models."""
     from hubbub.engines.factory import create_engine
 
-    eng = create_engine(Settings(engine="nemo", nemo_device="cpu", nemo_precision="fp32"))
+    eng = create_engine(Settings(engine="nemo", nemo={"device": "cpu", "precision": "fp32"}))
     eng.warmup()
     return eng
 

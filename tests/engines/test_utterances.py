@@ -5,7 +5,8 @@ import itertools
 import numpy as np
 
 from hubbub.audio import SAMPLE_RATE
-from hubbub.engines.cpu.utterances import UtteranceConfig, UtteranceTracker
+from hubbub.engines.cpu.config import UtteranceConfig
+from hubbub.engines.cpu.utterances import UtteranceTracker
 from hubbub.engines.cpu.vad import FRAME
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from hubbub.evaluation.metrics import (
@@ -317,3 +318,84 @@ def test_synthetic_reference_scores_perfectly_against_itself(speech_dir) -> None
     assert same_words.ref_words == len(normalize_text(" ".join(texts.values())).split())
     shuffled = {f"h{i}": text for i, text in enumerate(reversed(list(texts.values())))}
     assert cpwer(texts, shuffled).errors == 0
+
+
+# --------------------------------------------------------------------------- the field's scorers
+
+
+def _perturbed(turns: list[Turn], rng: np.random.Generator) -> list[Turn]:
+    """A plausible diarization of ``turns``: edges moved, a turn lost, one relabelled,
+    labels renamed, and a false alarm."""
+    out = []
+    for t in turns:
+        if rng.random() < 0.1:
+            continue
+        a = max(0.0, t.start + rng.uniform(-0.4, 0.4))
+        b = max(a + 0.05, t.end + rng.uniform(-0.4, 0.4))
+        who = t.speaker if rng.random() > 0.15 else "intruder"
+        out.append(Turn(f"h_{who}", a, b))
+    out.append(Turn("h_noise", turns[-1].end + 0.5, turns[-1].end + 1.5))
+    return out
+
+
+def test_der_is_pyannote_metrics_with_the_collar_on_each_side(speech_dir) -> None:
+    """Our scorer is md-eval's (collar on each side of a boundary); pyannote.metrics splits
+    its collar in two, so ours at 0.25 s equals theirs at 0.5 s, to the millisecond."""
+    from pyannote.core import Annotation
+    from pyannote.core import Segment as Span
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    def annotation(turns: list[Turn]) -> Annotation:
+        a = Annotation()
+        for i, t in enumerate(turns):
+            a[Span(t.start, t.end), i] = t.speaker
+        return a
+
+    rng = np.random.default_rng(0)
+    refs = [
+        read_rttm(speech_dir / "Picovoice-falcon/falcon_test.rttm"),
+        read_rttm(speech_dir / "synthetic/synthetic_conv_4spk.rttm"),
+    ]
+    checked = 0
+    for rttm in refs:
+        turns = [t for ts in rttm.values() for t in ts]
+        for _ in range(10):
+            hyp = _perturbed(turns, rng)
+            for collar in (0.0, 0.25):
+                ours = der(turns, hyp, collar=collar)
+                theirs = DiarizationErrorRate(collar=2 * collar, skip_overlap=False)(
+                    annotation(turns), annotation(hyp), detailed=True
+                )
+                assert ours.rate == pytest.approx(theirs["diarization error rate"], abs=1e-9)
+                assert ours.confusion == pytest.approx(theirs["confusion"], abs=1e-6)
+                checked += 1
+    assert checked == 40
+
+
+def test_cpwer_is_meeteval(speech_dir) -> None:
+    import meeteval
+    from meeteval.io import SegLST
+
+    reference = speaker_texts(read_stm(speech_dir / "synthetic/synthetic_conv_4spk.stm"))
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        words = {spk: normalize_text(text).split() for spk, text in reference.items()}
+        hypothesis: dict[str, str] = {}
+        for spk, ws in words.items():
+            kept = [w for w in ws if rng.random() > 0.1]  # deletions
+            if rng.random() < 0.3:  # a speaker's words given to another
+                hypothesis["merged"] = hypothesis.get("merged", "") + " " + " ".join(kept)
+            else:
+                hypothesis[f"h{spk}"] = " ".join(kept + ["extra"] * int(rng.integers(0, 3)))
+
+        def seglst(texts: dict[str, str]) -> SegLST:
+            return SegLST(
+                [
+                    {"session_id": "s", "speaker": k, "words": normalize_text(v), "start_time": 0}
+                    for k, v in texts.items()
+                ]
+            )
+
+        theirs = meeteval.wer.cpwer(seglst(reference), seglst(hypothesis))["s"]
+        ours = cpwer(reference, hypothesis)
+        assert (ours.errors, ours.ref_words) == (theirs.errors, theirs.length)

@@ -17,7 +17,15 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from hubbub.protocol import Ended, ErrorMessage, Limits, Pong, Ready, TranscriptUpdate
+from hubbub.protocol import (
+    Ended,
+    ErrorMessage,
+    Limits,
+    Pong,
+    Ready,
+    SpeakersUpdate,
+    TranscriptUpdate,
+)
 from hubbub.transcript import Segment, Transcript, Word, export
 
 from support.servers import LoopThread, free_port
@@ -54,8 +62,9 @@ def canned_transcript(session_id: str) -> Transcript:
 class FakeTranscriber(LoopThread):
     """``mode``: 'normal', 'full' (refuse every start), 'drop' (abort after the first
     audio frame of a new session; a resumed one carries on, after a catch-up update like
-    the real one's), 'forget' (abort likewise, then refuse to resume: unknown_session) or
-    'quiet' (no ``transcript`` after the first: a server with nothing new to say)."""
+    the real one's), 'forget' (abort likewise, then refuse to resume: unknown_session),
+    'quiet' (no ``transcript`` after the first: a server with nothing new to say) or
+    'relabel' (after the third final, a ``speakers`` message gives the first to S3)."""
 
     def __init__(self) -> None:
         self.mode = "normal"
@@ -147,6 +156,9 @@ class FakeTranscriber(LoopThread):
                     )
                     if self.mode != "quiet" or seq == 1:
                         await ws.send(upd.model_dump_json())
+                    if self.mode == "relabel" and seq == 3:  # a second look at chunk 1
+                        revised = {f"{sid}-1": "S3"}
+                        await ws.send(SpeakersUpdate(seq=seq, relabel=revised).model_dump_json())
                     if self.mode in ("drop", "forget") and not resumed:
                         ws.transport.abort()
                         return

@@ -136,12 +136,14 @@ def test_a_stopped_session_replays_to_its_owner_but_takes_no_more_audio(
         ws.send(json.dumps({"type": "stop"}))
         msgs = _drain(ws, until="ended")
     finals = [s for m in msgs if m["type"] == "transcript" for s in m["finals"]]
+    revised = {k: v for m in msgs if m["type"] == "speakers" for k, v in m["relabel"].items()}
+    now = [{**s, "speaker": revised.get(s["id"], s["speaker"])} for s in finals]
     resume = {**START, "session_id": ready["session_id"], "resume_token": ready["resume_token"]}
     with connect(_ws(transcriber_url)) as ws:
         ws.send(json.dumps({**resume, "last_seq": 0}))
         again = _drain(ws, until="ended")
     assert [m["type"] for m in again] == ["ready", "transcript", "ended"]
-    assert again[1]["finals"] == finals
+    assert again[1]["finals"] == now, "every final, with its speaker as now stored"
     info = httpx.get(f"{transcriber_url}/v1/sessions/{ready['session_id']}").json()
     assert info["session"]["status"] == "ended"
 

@@ -16,9 +16,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from hubbub.client import TranscriberClient
+from hubbub.evaluation.loadtest import spawn
 from hubbub.evaluation.metrics import wer
-from hubbub.loadtest import spawn
-from hubbub.protocol import TranscriptUpdate
+from hubbub.protocol import SpeakersUpdate, TranscriptUpdate
 from hubbub.settings import Settings
 from hubbub.web.app import create_app
 
@@ -224,7 +224,7 @@ async def _stream_with_restart(web: str, pcm: bytes, restart):
     async for msg in stream:
         if isinstance(msg, TranscriptUpdate):
             finals += msg.finals
-        else:
+        elif not isinstance(msg, SpeakersUpdate):
             other.append(msg.type)
     await sender
     await client.aclose()

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hubbub.audio import AudioError
-from hubbub.cli.common import fail, native_stderr_silenced
+from hubbub.cli.common import fail, native_stderr_silenced, settings_from
 
 Mode = Literal["realtime", "wer", "load", "relay", "all"]
 MODES = ("realtime", "wer", "load", "relay", "all")
@@ -62,15 +62,14 @@ def bench(
     if mode in ("load", "relay"):
         _bench_servers(mode, files, streams, seconds, data, json_out, via_web)
         return
-    from hubbub import benchmark
     from hubbub.engines.factory import create_engine
-    from hubbub.settings import Settings
+    from hubbub.evaluation import benchmark
 
     root = data or _default_data()
     no_data = root is None or not (root / "manifest.json").is_file()
     if no_data and (not files or mode != "realtime"):
         fail("no speech data: pass --data DIR (a folder with manifest.json) or files")
-    settings = Settings(**({"model": model} if model else {}))
+    settings = settings_from(model)
     console = Console()
     report: dict = {"machine": {"cpus": os.cpu_count(), "load_avg": _load()}}
 
@@ -104,13 +103,13 @@ def bench(
     report["rss_after_load_mb"] = round(benchmark.rss_mb(), 1)
     report["rss_before_load_mb"] = round(rss_before, 1)
     report["engine"] = engine.name
-    report["model"] = settings.model
+    report["model"] = settings.cpu.model
 
     if audios:
         secs = max(len(a) for a in audios.values()) / 16_000
         console.print(
             f"[dim]streaming {len(audios)} x {secs:.0f} s in real time "
-            f"({engine.name}, {settings.model})...[/]",
+            f"({engine.name}, {settings.cpu.model})...[/]",
             highlight=False,
         )
         rt = benchmark.run_realtime(engine, audios)
@@ -121,7 +120,7 @@ def bench(
         from hubbub.engines.cpu.whisper import resolve_model
 
         console.print(f"[dim]WER on {len(entries)} files, streaming then whole-file...[/]")
-        cmp = benchmark.compare_wer(engine, resolve_model(settings.model), entries, root)
+        cmp = benchmark.compare_wer(engine, resolve_model(settings.cpu.model), entries, root)
         report["wer"] = cmp.to_json()
         console.print(_wer_table(cmp, category))
     if json_out is not None:
@@ -193,7 +192,7 @@ def _bench_servers(
     via_web: bool = False,
 ) -> None:
     """``load``: N live streams against a real transcriber; ``relay``: the web app's cost."""
-    from hubbub import benchmark, loadtest
+    from hubbub.evaluation import benchmark, loadtest
 
     console = Console()
     report: dict = {"machine": {"cpus": os.cpu_count(), "load_avg": _load()}}

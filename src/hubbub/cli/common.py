@@ -6,18 +6,33 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from hubbub.settings import Settings
 from hubbub.transcript import Segment
 
 SPEAKER_COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "white"]
 
 err_console = Console(stderr=True)
+
+
+def settings_from(model: str | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, with the flags a command was given over them
+    (``--model`` is the CPU engine's; flags left unset change nothing)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if model is not None:
+        given["cpu"] = {"model": model}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        fail(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}")
 
 
 def fail(message: str) -> NoReturn:

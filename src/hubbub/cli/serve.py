@@ -17,13 +17,10 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from hubbub.cli.common import settings_from
 from hubbub.settings import Settings
 
 console = Console(stderr=True)
-
-
-def _settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
 LOOPBACK = ["127.0.0.1", "::1"]
@@ -82,7 +79,7 @@ def transcriber(
     max_sessions: Annotated[int | None, typer.Option(help="Live sessions admitted")] = None,
 ) -> None:
     """Run the transcriber service alone (streaming WS, file API, sessions, metrics)."""
-    s = _settings(
+    s = settings_from(
         host=host,
         port=port,
         engine=engine,
@@ -105,7 +102,7 @@ def web(
     """Run the web app alone: the UI, and a relay to a transcriber elsewhere."""
     from hubbub.web.app import create_app
 
-    s = _settings(transcriber_url=transcriber_url, web_host=host, web_port=port)
+    s = settings_from(transcriber_url=transcriber_url, web_host=host, web_port=port)
     console.print(f"web app on http://{s.web_host}:{s.web_port} -> {s.transcriber_url}")
     Server(_config(create_app(s), s.web_host, s.web_port, s)).run()
 
@@ -122,7 +119,7 @@ def serve(
     ] = False,
 ) -> None:
     """Run both services on this machine and print the URL to open."""
-    s = _settings(
+    s = settings_from(
         web_host=host,
         web_port=port,
         port=transcriber_port,
@@ -179,7 +176,7 @@ def _serve_two_processes(s: Settings, started: float) -> None:
         "HUBBUB_PORT": str(s.port),
         "HUBBUB_HOST": "127.0.0.1",
         "HUBBUB_ENGINE": s.engine,
-        "HUBBUB_MODEL": s.model,
+        "HUBBUB_CPU__MODEL": s.cpu.model,
         "HUBBUB_DATA_DIR": s.data_dir,
         "HUBBUB_TRUSTED_PROXIES": json.dumps(_for_transcriber(s).trusted_proxies),
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +14,16 @@ from rich.text import Text
 from hubbub.audio import SAMPLE_RATE, AudioError, float_to_pcm16
 from hubbub.cli.common import fail, segment_line
 from hubbub.decode import load_audio
-from hubbub.protocol import Ended, ErrorMessage, Start, TranscriptUpdate
-from hubbub.transcript import EXPORT_FORMATS, Segment, Transcript, export
+from hubbub.pacing import Pacer
+from hubbub.protocol import (
+    MAX_SPEAKERS,
+    Ended,
+    ErrorMessage,
+    SpeakersUpdate,
+    Start,
+    TranscriptUpdate,
+)
+from hubbub.transcript import EXPORT_FORMATS, Segment, Transcript, export, relabelled
 
 FRAME_S = 0.1
 
@@ -33,7 +40,8 @@ def stream(
         float, typer.Option(help="Seconds to keep trying to resume a cut stream")
     ] = 60.0,
     speed: Annotated[float, typer.Option(help="1 = real time; 0 = as fast as accepted")] = 1.0,
-    max_speakers: Annotated[int | None, typer.Option(min=1, max=32)] = None,
+    max_speakers: Annotated[int | None, typer.Option(min=1, max=MAX_SPEAKERS)] = None,
+    language: Annotated[str | None, typer.Option(help="Language code, e.g. en, de")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Also write the transcript (.srt, .json...)")
     ] = None,
@@ -45,7 +53,8 @@ def stream(
         audio = load_audio(file)
     except AudioError as exc:
         fail(str(exc))
-    t = asyncio.run(_run(url, api_key, audio, speed, max_speakers, resume_within))
+    start = Start(type="start", max_speakers=max_speakers, language=language)
+    t = asyncio.run(_run(url, api_key, audio, speed, start, resume_within))
     if out is not None:
         out.write_text(export(t, out.suffix.lstrip("."), file_id=file.stem))  # type: ignore[arg-type]
         Console(stderr=True).print(f"wrote {out}")
@@ -56,7 +65,7 @@ async def _run(
     api_key: str | None,
     audio,
     speed: float,
-    max_speakers: int | None,
+    start: Start,
     resume_within_s: float,
 ) -> Transcript:
     from hubbub.client import TranscriberClient, TranscriberError
@@ -70,9 +79,7 @@ async def _run(
     finals: list[Segment] = []
     state = {"partials": [], "lag": 0.0, "processed": 0.0}
     try:
-        stream = await client.open_resumable(
-            Start(type="start", max_speakers=max_speakers), resume_within_s=resume_within_s
-        )
+        stream = await client.open_resumable(start, resume_within_s=resume_within_s)
     except TranscriberError as exc:
         await client.aclose()
         fail(f"{exc.code}: {exc.message}")
@@ -86,12 +93,9 @@ async def _run(
 
     async def send() -> None:
         frame = int(FRAME_S * SAMPLE_RATE)
-        t0 = time.monotonic()
+        pacer = Pacer(speed)
         for i in range(0, len(audio), frame):
-            if speed > 0:
-                wait = t0 + i / SAMPLE_RATE / speed - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+            await pacer.until(i / SAMPLE_RATE)
             await stream.send_audio(float_to_pcm16(audio[i : i + frame]))
         await stream.stop()
 
@@ -107,6 +111,8 @@ async def _run(
                         partials=msg.partials, lag=msg.lag_s, processed=msg.audio_processed_s
                     )
                     live.update(view())
+                elif isinstance(msg, SpeakersUpdate):  # the export has the revised speakers
+                    finals = relabelled(finals, msg.relabel)
                 elif isinstance(msg, ErrorMessage):
                     fail(f"{msg.code}: {msg.message}")
                 elif isinstance(msg, Ended):

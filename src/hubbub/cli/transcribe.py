@@ -11,12 +11,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from hubbub.audio import SAMPLE_RATE, AudioError
-from hubbub.cli.common import fail, native_stderr_silenced, segment_line
+from hubbub.cli.common import fail, native_stderr_silenced, segment_line, settings_from
 from hubbub.decode import load_audio
-from hubbub.engines.base import EngineUpdate, SessionOptions
-from hubbub.engines.driver import transcribe_streams
+from hubbub.engines.base import EngineUpdate, SessionOptions, UnsupportedOptions
 from hubbub.engines.factory import create_engine
-from hubbub.settings import Settings
+from hubbub.protocol import MAX_SPEAKERS
+from hubbub.recordings import transcribe_many
 from hubbub.transcript import EXPORT_FORMATS, ExportFormat, export
 
 
@@ -24,7 +24,10 @@ def transcribe(
     files: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, mp3, ogg, m4a)")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="json|txt|srt|vtt|rttm")] = "txt",
     out: Annotated[Path | None, typer.Option(help="Write <name>.<format> files here")] = None,
-    max_speakers: Annotated[int | None, typer.Option(min=1, max=32)] = None,
+    max_speakers: Annotated[int | None, typer.Option(min=1, max=MAX_SPEAKERS)] = None,
+    language: Annotated[
+        str | None, typer.Option(help="Language code (default: the model's, or detected)")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Whisper model name or CT2 dir")] = None,
     engine: Annotated[str | None, typer.Option(help="auto|cpu|nemo")] = None,
     realtime: Annotated[bool, typer.Option(help="Feed audio at the pace of speech")] = False,
@@ -32,8 +35,7 @@ def transcribe(
     """Transcribe recordings with speakers, streaming them through the live engine."""
     if fmt not in EXPORT_FORMATS:
         fail(f"unknown format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    overrides = {"model": model, "engine": engine}
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = settings_from(model, engine=engine, language=language)
     audios = {}
     for f in files:
         try:
@@ -68,13 +70,16 @@ def transcribe(
         def on_update(name: str, processed_s: float, _upd: EngineUpdate) -> None:
             progress.update(tasks[name], completed=processed_s)
 
-        transcripts, _ = transcribe_streams(
-            eng,
-            audios,
-            SessionOptions(language=settings.language, max_speakers=max_speakers),
-            realtime=realtime,
-            on_update=on_update,
-        )
+        try:
+            transcripts = transcribe_many(
+                eng,
+                audios,
+                SessionOptions(language=settings.language, max_speakers=max_speakers),
+                realtime=realtime,
+                on_update=on_update,
+            )
+        except UnsupportedOptions as exc:
+            fail(str(exc))
     fmt_t: ExportFormat = fmt  # type: ignore[assignment]
     if out is not None:
         for name, t in transcripts.items():

@@ -64,6 +64,8 @@ class EngineUpdate:
     ``committed_s``: the session's audio before this point is settled (in finals given
     out, or silence); what follows may still become finals. ``idle``: the step did no
     recognition work for this session (silence), so it says little about capacity.
+    ``relabel``: finals given out earlier whose speaker a second look revised (their text
+    and times never change).
     """
 
     session: EngineSession
@@ -71,10 +73,15 @@ class EngineUpdate:
     partials: list[Segment] = field(default_factory=list)
     committed_s: float = 0.0
     idle: bool = False
+    relabel: dict[str, str] = field(default_factory=dict)  # segment id -> its new speaker
 
     @property
     def audio_processed_s(self) -> float:
         return self.session.audio_s
+
+
+class UnsupportedOptions(ValueError):
+    """Session options this engine cannot serve (a message fit to show a user)."""
 
 
 class Engine(ABC):
@@ -82,6 +89,16 @@ class Engine(ABC):
     chunk_samples: int = SAMPLE_RATE // 2
     max_speakers: int = 4
     capacity: int = 2  # live sessions this engine holds in real time on its hardware
+    languages: frozenset[str] | None = None  # what it transcribes; None: any language
+
+    def check(self, options: SessionOptions) -> None:
+        """Raise UnsupportedOptions before a session is opened with ``options``."""
+        lang = options.language
+        if lang is not None and self.languages is not None and lang not in self.languages:
+            known = ", ".join(sorted(self.languages))
+            raise UnsupportedOptions(
+                f"language {lang!r}: this server's {self.name} engine transcribes {known} only"
+            )
 
     def warmup(self) -> None:  # noqa: B027 - optional hook
         """Load and exercise models once so the first real stream starts fast."""

@@ -1,4 +1,7 @@
-"""Pick and build an engine from settings (``auto``: NeMo on a CUDA GPU, else CPU)."""
+"""Pick and build an engine from settings (``auto``: NeMo on a CUDA GPU, else CPU).
+
+The factory only chooses: each engine takes its own config from the settings as it is.
+"""
 
 from __future__ import annotations
 
@@ -26,32 +29,13 @@ def resolve_engine_name(settings: Settings) -> str:
 def create_engine(settings: Settings) -> Engine:
     name = resolve_engine_name(settings)
     if name == "cpu":
-        from hubbub.engines.cpu import CpuEngine, CpuEngineConfig
+        from hubbub.engines.cpu import CpuEngine
 
-        return CpuEngine(
-            CpuEngineConfig(
-                model=settings.model,
-                compute_type=settings.compute_type,
-                threads=settings.threads,
-                beam_size=settings.beam_size,
-                partial_interval_s=settings.partial_interval_s,
-                max_speakers=settings.max_speakers,
-            )
-        )
+        return CpuEngine(settings.cpu)
     if name == "nemo":
         if importlib.util.find_spec("nemo") is None:
             raise ValueError("engine 'nemo' needs the nemo extra: pip install 'hubbub[nemo]'")
-        from hubbub.engines.nemo import NemoEngine, NemoEngineConfig
+        from hubbub.engines.nemo import NemoEngine
 
-        return NemoEngine(
-            NemoEngineConfig(
-                diar_model=settings.nemo_diar_model,
-                asr_model=settings.nemo_asr_model,
-                latency=settings.nemo_latency,
-                precision=settings.nemo_precision,
-                device=settings.nemo_device,
-                capacity=settings.nemo_capacity,
-                max_speakers=min(settings.max_speakers, 4),
-            )
-        )
+        return NemoEngine(settings.nemo)
     raise ValueError(f"engine {name!r} is not available in this install")

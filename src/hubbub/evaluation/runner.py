@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from hubbub.decode import load_audio
-from hubbub.engines.base import Engine, SessionOptions
-from hubbub.engines.driver import transcribe_streams
+from hubbub.engines.base import Engine, EngineUpdate, SessionOptions
+from hubbub.evaluation.conversations import build_conversations
 from hubbub.evaluation.metrics import (
     DerResult,
+    StmSegment,
     Turn,
     WerResult,
     aggregate,
@@ -29,31 +30,47 @@ from hubbub.evaluation.metrics import (
     speaker_texts,
     wer,
 )
-from hubbub.transcript import Transcript
+from hubbub.evaluation.splits import split_of
+from hubbub.recordings import transcribe_many
+from hubbub.transcript import Transcript, relabelled
 
 
 @dataclass
 class FileScore:
+    """One recording's scores: words, and speakers as first given out (live) and after
+    the engine's second looks (refined: what stored transcripts and exports hold)."""
+
     id: str
     category: str
+    split: str
     duration_s: float
     ref_speakers: int | None
     hyp_speakers: int
+    live_speakers: int
     wer: WerResult | None = None
     der: DerResult | None = None
+    live_der: DerResult | None = None
     cpwer: WerResult | None = None
+    live_cpwer: WerResult | None = None
     text: str = ""
 
     def row(self) -> dict:
+        def r(x: WerResult | DerResult | None) -> float | None:
+            return None if x is None else round(x.rate, 4)
+
         return {
             "id": self.id,
             "category": self.category,
+            "split": self.split,
             "duration_s": round(self.duration_s, 2),
             "ref_speakers": self.ref_speakers,
             "hyp_speakers": self.hyp_speakers,
-            "wer": None if self.wer is None else round(self.wer.rate, 4),
-            "der": None if self.der is None else round(self.der.rate, 4),
-            "cpwer": None if self.cpwer is None else round(self.cpwer.rate, 4),
+            "live_speakers": self.live_speakers,
+            "wer": r(self.wer),
+            "der": r(self.der),
+            "live_der": r(self.live_der),
+            "cpwer": r(self.cpwer),
+            "live_cpwer": r(self.live_cpwer),
             "text": self.text,
         }
 
@@ -78,42 +95,115 @@ def load_manifest(path: Path, categories: list[str] | None = None) -> list[dict]
     return entries
 
 
-def score(entry: dict, root: Path, t: Transcript, diarized: bool = True) -> FileScore:
+@dataclass
+class Recording:
+    """A recording with whatever references it has: a manifest entry, or a conversation
+    built at test time (hubbub.evaluation.conversations)."""
+
+    id: str
+    category: str
+    load: Callable[[], np.ndarray]
+    text: str | None = None  # the transcript, for WER
+    turns: list[Turn] | None = None  # who spoke when, for DER
+    words: list[StmSegment] | None = None  # who said what, for cpWER
+    speakers: int | None = None
+
+    @property
+    def split(self) -> str:
+        return split_of(self.id)
+
+
+def from_manifest(entries: list[dict], root: Path) -> list[Recording]:
+    out = []
+    for e in entries:
+        turns = None
+        if e.get("ref_rttm"):
+            turns = [t for ts in read_rttm(root / e["ref_rttm"]).values() for t in ts]
+        out.append(
+            Recording(
+                id=e["id"],
+                category=e["category"],
+                load=lambda path=root / e["audio"]: load_audio(path),
+                text=(root / e["ref_text"]).read_text() if e.get("ref_text") else None,
+                turns=turns,
+                words=read_stm(root / e["ref_stm"]) if e.get("ref_stm") else None,
+                speakers=e.get("speakers"),
+            )
+        )
+    return out
+
+
+def built(manifest: Path, count: int) -> list[Recording]:
+    """``count`` conversations built from the manifest's single-speaker clips."""
+    return [
+        Recording(
+            id=c.id,
+            category="built_conversations",
+            load=lambda audio=c.audio: audio,
+            text=" ".join(seg.text for seg in c.segments),
+            turns=c.turns,
+            words=c.segments,
+            speakers=c.speakers,
+        )
+        for c in build_conversations(manifest, count)
+    ]
+
+
+def score(
+    rec: Recording, t: Transcript, live: Transcript | None = None, collar: float = 0.25
+) -> FileScore:
+    """Scores of ``t`` (refined speakers) and ``live`` (first guesses) against ``rec``."""
     fs = FileScore(
-        id=entry["id"],
-        category=entry["category"],
+        id=rec.id,
+        category=rec.category,
+        split=rec.split,
         duration_s=t.duration,
-        ref_speakers=entry.get("speakers"),
+        ref_speakers=rec.speakers,
         hyp_speakers=len(t.speakers),
+        live_speakers=len((live or t).speakers),
         text=t.text,
     )
-    if entry.get("ref_text"):
-        fs.wer = wer((root / entry["ref_text"]).read_text(), t.text)
-    if diarized and entry.get("ref_rttm"):
-        ref = [turn for turns in read_rttm(root / entry["ref_rttm"]).values() for turn in turns]
-        hyp = [Turn(s.speaker, s.start, s.end) for s in t.segments]
-        fs.der = der(ref, hyp, collar=0.25)
-    if diarized and entry.get("ref_stm"):
-        fs.cpwer = cpwer(speaker_texts(read_stm(root / entry["ref_stm"])), t.by_speaker())
+    if rec.text is not None:
+        fs.wer = wer(rec.text, t.text)
+    if live is None:  # no speakers to score (whole-file baseline)
+        return fs
+    if rec.turns is not None:
+        fs.der = der(rec.turns, [Turn(s.speaker, s.start, s.end) for s in t.segments], collar)
+        fs.live_der = der(
+            rec.turns, [Turn(s.speaker, s.start, s.end) for s in live.segments], collar
+        )
+    if rec.words is not None:
+        reference = speaker_texts(rec.words)
+        fs.cpwer = cpwer(reference, t.by_speaker())
+        fs.live_cpwer = cpwer(reference, live.by_speaker())
     return fs
 
 
 def run_streaming(
     engine: Engine,
-    entries: list[dict],
-    root: Path,
+    recordings: list[Recording],
     options: SessionOptions | None = None,
     batch: int = 4,
     on_file: Callable[[FileScore], None] | None = None,
+    collar: float = 0.25,
 ) -> list[FileScore]:
-    """Each group of ``batch`` files streams through the engine together, as live sessions."""
+    """Each group of ``batch`` recordings streams through the engine together, as live
+    sessions; speakers are scored as first given out and as finally revised."""
     scores = []
-    for i in range(0, len(entries), batch):
-        group = entries[i : i + batch]
-        audios = {e["id"]: load_audio(root / e["audio"]) for e in group}
-        transcripts, _ = transcribe_streams(engine, audios, options)
-        for e in group:
-            scores.append(score(e, root, transcripts[e["id"]]))
+    first: dict[str, dict[str, str]] = {}  # recording -> segment id -> its first speaker
+
+    def note(name: str, _processed: float, upd: EngineUpdate) -> None:
+        for seg in upd.finals:
+            first.setdefault(name, {}).setdefault(seg.id, seg.speaker)
+
+    for i in range(0, len(recordings), batch):
+        group = recordings[i : i + batch]
+        audios = {r.id: r.load() for r in group}
+        transcripts = transcribe_many(engine, audios, options, on_update=note)
+        for r in group:
+            t = transcripts[r.id]
+            live = t.model_copy(update={"segments": relabelled(t.segments, first.get(r.id, {}))})
+            scores.append(score(r, t, live, collar))
             if on_file:
                 on_file(scores[-1])
     return scores
@@ -121,8 +211,7 @@ def run_streaming(
 
 def run_whole_file(
     model_path: str,
-    entries: list[dict],
-    root: Path,
+    recordings: list[Recording],
     threads: int = 2,
     on_file: Callable[[FileScore], None] | None = None,
 ) -> list[FileScore]:
@@ -133,41 +222,56 @@ def run_whole_file(
 
     model = WhisperModel(model_path, device="cpu", compute_type="int8", cpu_threads=threads)
     scores = []
-    for e in entries:
-        audio = load_audio(root / e["audio"])
+    for r in recordings:
+        audio = r.load()
         segs, _ = model.transcribe(audio, beam_size=5, vad_filter=True, temperature=0.0)
         t = Transcript(
-            session_id=e["id"],
+            session_id=r.id,
             duration=len(audio) / 16000,
             segments=[
                 Segment(id=str(k), speaker="S1", start=s.start, end=s.end, text=s.text.strip())
                 for k, s in enumerate(segs)
             ],
         )
-        scores.append(score(e, root, t, diarized=False))
+        scores.append(score(r, t))
         if on_file:
             on_file(scores[-1])
     return scores
 
 
-def summary(scores: list[FileScore]) -> dict:
-    """Corpus totals (sum of errors over sum of reference) per metric and category."""
-    out: dict = {}
-    for cat in [*sorted({s.category for s in scores}), "all"]:
-        group = [s for s in scores if cat in ("all", s.category)]
-        wers = [s.wer for s in group if s.wer is not None]
-        ders = [s.der for s in group if s.der is not None]
-        cps = [s.cpwer for s in group if s.cpwer is not None]
-        counts = [s for s in group if s.ref_speakers is not None]
-        out[cat] = {
-            "files": len(group),
-            "wer": round(aggregate(wers).rate, 4) if wers else None,
-            "der": round(aggregate(ders).rate, 4) if ders else None,
-            "cpwer": round(aggregate(cps).rate, 4) if cps else None,
-            "speaker_count_exact": (
-                round(float(np.mean([s.hyp_speakers == s.ref_speakers for s in counts])), 3)
-                if counts
-                else None
-            ),
-        }
-    return out
+def summary(scores: list[FileScore], by_split: bool = True) -> dict:
+    """Corpus totals (sum of errors over sum of reference) per metric, per category and,
+    where a category spans both, per split (``category/tune``, ``category/test``)."""
+    groups: dict[str, list[FileScore]] = {}
+    for s in scores:
+        groups.setdefault(s.category, []).append(s)
+        splits = {x.split for x in scores if x.category == s.category}
+        if by_split and len(splits) > 1:
+            groups.setdefault(f"{s.category}/{s.split}", []).append(s)
+    groups = dict(sorted(groups.items()))
+    groups["all"] = list(scores)
+    return {name: _totals(group) for name, group in groups.items()}
+
+
+def _totals(group: list[FileScore]) -> dict:
+    def total(results: list) -> float | None:
+        items = [x for x in results if x is not None]
+        return round(aggregate(items).rate, 4) if items else None
+
+    counted = [s for s in group if s.ref_speakers is not None and s.der is not None]
+
+    def exact(attr: str) -> float | None:
+        if not counted:
+            return None
+        return round(float(np.mean([getattr(s, attr) == s.ref_speakers for s in counted])), 3)
+
+    return {
+        "files": len(group),
+        "wer": total([s.wer for s in group]),
+        "der": total([s.der for s in group]),
+        "live_der": total([s.live_der for s in group]),
+        "cpwer": total([s.cpwer for s in group]),
+        "live_cpwer": total([s.live_cpwer for s in group]),
+        "speaker_count_exact": exact("hyp_speakers"),
+        "live_speaker_count_exact": exact("live_speakers"),
+    }

@@ -22,7 +22,7 @@ from starlette.datastructures import UploadFile
 
 from hubbub.audio import SAMPLE_RATE, AudioError
 from hubbub.decode import AudioFile, AudioTooLong
-from hubbub.engines.base import SessionOptions
+from hubbub.engines.base import SessionOptions, UnsupportedOptions
 from hubbub.limits import read_form
 from hubbub.protocol import Language, SpeakerCap
 from hubbub.security import Identity, require_identity
@@ -173,13 +173,9 @@ async def create_transcription(
         limit = svc.settings.max_session_s
         if audio.duration_s is not None and audio.duration_s > limit:
             raise AudioTooLong(f"{name}: longer than {limit:.0f} s")
-        t = await transcribe_file(
-            svc,
-            audio,
-            svc.new_session_id(),
-            SessionOptions(opts.language, opts.max_speakers),
-            caller.tenant,
-        )
+        options = SessionOptions(opts.language or svc.settings.language, opts.max_speakers)
+        svc.engine.check(options)
+        t = await transcribe_file(svc, audio, svc.new_session_id(), options, caller.tenant)
     except SchedulerFull as exc:
         svc.metrics.sessions_refused.labels("server_full").inc()
         raise HTTPException(
@@ -188,6 +184,8 @@ async def create_transcription(
     except AudioError as exc:
         status = 413 if isinstance(exc, AudioTooLong) else 400
         raise HTTPException(status, str(exc)) from exc
+    except UnsupportedOptions as exc:
+        raise HTTPException(400, str(exc)) from exc
     finally:
         audio.close()
         await form.close()
@@ -199,7 +197,7 @@ async def create_transcription(
         case "vtt":
             return PlainTextResponse(to_vtt(t), media_type="text/vtt")
         case "verbose_json":
-            return JSONResponse(_verbose(t, opts.language or "en"))
+            return JSONResponse(_verbose(t, options.language or "en"))
         case "diarized_json":
             return JSONResponse(_diarized(t))
     return JSONResponse({"text": t.text})

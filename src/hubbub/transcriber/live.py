@@ -24,6 +24,7 @@ from hubbub.protocol import (
     Ping,
     Pong,
     Ready,
+    SpeakersUpdate,
     Start,
     Stop,
     TranscriptUpdate,
@@ -232,13 +233,16 @@ async def _greet(
         )
         await session.send(ready)
         if resumed:
-            await session.send(session.catch_up(start.last_seq or 0))
+            for message in session.catch_up(start.last_seq or 0):
+                await session.send(message)
 
 
 async def _replay_ended(ws: WebSocket, svc: Service, info: SessionInfo, start: Start) -> None:
     """A session that ended with ``stop``: its owner gets what it missed, then ``ended``."""
     missed = [seg for _, seg in svc.store.finals_after(info.id, start.last_seq or 0)]
     seq = max(info.last_seq, start.last_seq or 0)
+    revised = svc.store.relabels_after(info.id, start.last_seq or 0)
+    speakers = [SpeakersUpdate(seq=seq, relabel=revised)] if revised else []
     for message in (
         Ready(
             session_id=info.id,
@@ -256,6 +260,7 @@ async def _replay_ended(ws: WebSocket, svc: Service, info: SessionInfo, start: S
             audio_committed_s=info.audio_s,
             lag_s=0.0,
         ),
+        *speakers,
         Ended(session_id=info.id, seq=seq, audio_processed_s=info.audio_s, segments=info.segments),
     ):
         await ws.send_text(message.model_dump_json())

@@ -26,12 +26,13 @@ from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from hubbub.audio import SAMPLE_RATE, PcmDecoder
-from hubbub.engines.base import SessionOptions
+from hubbub.engines.base import SessionOptions, UnsupportedOptions
 from hubbub.protocol import (
     CLOSE_NORMAL,
     CLOSE_RESTART,
     Ended,
     ErrorMessage,
+    SpeakersUpdate,
     Start,
     TranscriptUpdate,
     close_code,
@@ -156,7 +157,12 @@ class LiveSession:
     def open(self) -> None:
         """Take a compute slot (SchedulerFull when none) and start the pump."""
         loop = asyncio.get_running_loop()
-        options = SessionOptions(language=self.start.language, max_speakers=self.start.max_speakers)
+        language = self.start.language or self.svc.settings.language
+        options = SessionOptions(language=language, max_speakers=self.start.max_speakers)
+        try:
+            self.svc.engine.check(options)
+        except UnsupportedOptions as exc:
+            raise SessionError("unsupported_language", str(exc)) from exc
         self.stream = self.svc.scheduler.open(
             self.id,
             options,
@@ -305,11 +311,13 @@ class LiveSession:
         finally:
             await self._end()
 
-    def catch_up(self, last_seq: int) -> TranscriptUpdate:
-        """What a resuming client missed after ``last_seq`` (call holding ``lock``)."""
-        missed = [seg for _, seg in self.svc.store.finals_after(self.id, last_seq)]
+    def catch_up(self, last_seq: int) -> list[BaseModel]:
+        """What a resuming client missed after ``last_seq``: the finals it lacks (with
+        their speakers now), and the new speakers of those it had (call holding ``lock``)."""
+        store = self.svc.store
+        missed = [seg for _, seg in store.finals_after(self.id, last_seq)]
         received = round(self.received_s, 3)
-        return TranscriptUpdate(
+        update = TranscriptUpdate(
             seq=self.seq,
             finals=missed,
             partials=self.last_partials,
@@ -318,15 +326,26 @@ class LiveSession:
             audio_committed_s=round(self.stored_committed_s, 6),
             lag_s=0.0,
         )
+        revised = store.relabels_after(self.id, last_seq)
+        return [update, SpeakersUpdate(seq=self.seq, relabel=revised)] if revised else [update]
 
     async def _publish(self, d: Delivery) -> None:
         upd = d.update
         assert upd is not None
         now = time.monotonic()
-        finals = [_shift(s, self.offset_s) for s in upd.finals]
+        # A revision of this very update's finals goes out with them; earlier ones follow
+        # in a ``speakers`` message.
+        fresh = {s.id for s in upd.finals}
+        finals = [
+            _shift(s, self.offset_s).model_copy(
+                update={"speaker": upd.relabel.get(s.id, s.speaker)}
+            )
+            for s in upd.finals
+        ]
+        revised = {sid: spk for sid, spk in upd.relabel.items() if sid not in fresh}
         partials = [_shift(s, self.offset_s) for s in upd.partials]
         committed = max(self.committed_s, self.offset_s + upd.committed_s)
-        changed = partials != self.last_partials
+        changed = partials != self.last_partials or bool(revised)
         # A drained buffer is always reported, so a client waiting on progress hears it.
         drained = d.buffered_s == 0 and upd.audio_processed_s > self.reported_s
         if not (
@@ -362,6 +381,8 @@ class LiveSession:
         ):
             self.svc.store.set_progress(self.id, self.seq, committed)
             self.stored_committed_s = committed
+        if revised:
+            self.svc.store.relabel(self.id, self.seq, revised)
         self.last_partials = partials
         self.last_sent = now
         await self.send(
@@ -376,6 +397,8 @@ class LiveSession:
                 lag_s=round(lag, 3),
             )
         )
+        if revised:
+            await self.send(SpeakersUpdate(seq=self.seq, relabel=revised))
 
     async def _end(self) -> None:
         """Bookkeeping that must happen however the session ends, then the goodbye."""

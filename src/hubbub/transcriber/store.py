@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS segments (
     id TEXT NOT NULL,
     start REAL NOT NULL,
     body TEXT NOT NULL,
+    relabel_seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (session_id, ord)
 );
 """
@@ -89,6 +90,11 @@ class TranscriptStore:
         for name, kind in added.items():
             if name not in columns:
                 self._db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(segments)")}
+        if "relabel_seq" not in columns:
+            self._db.execute(
+                "ALTER TABLE segments ADD COLUMN relabel_seq INTEGER NOT NULL DEFAULT 0"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -178,6 +184,28 @@ class TranscriptStore:
                 (json.dumps(merged, ensure_ascii=False), time.time(), session_id),
             )
         return merged
+
+    def relabel(self, session_id: str, seq: int, speakers: dict[str, str]) -> None:
+        """Give finals already stored their revised speaker, as of update ``seq``."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE segments SET body = json_set(body, '$.speaker', ?), relabel_seq = ?"
+                " WHERE session_id = ? AND id = ?",
+                [(label, seq, session_id, sid) for sid, label in speakers.items()],
+            )
+            self._db.execute("COMMIT")
+
+    def relabels_after(self, session_id: str, seq: int) -> dict[str, str]:
+        """Speakers revised after update ``seq`` of finals sent up to it: what a client
+        that resumes from ``seq`` has with an old speaker."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, json_extract(body, '$.speaker') FROM segments"
+                " WHERE session_id = ? AND seq <= ? AND relabel_seq > ?",
+                (session_id, seq, seq),
+            ).fetchall()
+        return dict(rows)
 
     def finals_after(self, session_id: str, seq: int) -> list[tuple[int, Segment]]:
         """Finals sent in updates after ``seq``: what a resuming client missed."""

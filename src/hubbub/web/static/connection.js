@@ -198,6 +198,8 @@ export class Connection {
         this.lastSeq = Math.max(this.lastSeq ?? 0, msg.seq);
         this.log.settle(msg.audio_committed_s);
         this.h.onUpdate(msg);
+      } else if (msg.type === "speakers") {
+        this.h.onSpeakers(msg);
       } else if (msg.type === "ended") {
         if (msg.reason === "shutting_down" && !this.stopping) return; // it will be resumed
         this.ended = msg;

@@ -52,6 +52,12 @@ export class Speakers {
     s.talk += Math.max(0, seg.end - seg.start);
     s.words += seg.text.split(/\s+/).filter(Boolean).length;
   }
+
+  // After speakers were revised: talk time and words from the finals as they are now.
+  recount(finals) {
+    for (const s of this.map.values()) (s.talk = 0), (s.words = 0);
+    for (const seg of finals) this.count(seg);
+  }
 }
 
 export class TranscriptView {
@@ -98,6 +104,25 @@ export class TranscriptView {
     if (stick) this.scrollDown();
   }
 
+  // A second look at the speakers revised finals already shown ({id: speaker}). Their text
+  // stays; turns re-form around their new speakers, the reader's place kept.
+  relabel(map) {
+    let changed = false;
+    for (const seg of this.finals) {
+      const now = map[seg.id];
+      if (now && now !== seg.speaker) (seg.speaker = now), (changed = true);
+    }
+    if (!changed) return;
+    const stick = this.nearBottom();
+    const top = this.root.scrollTop;
+    this.speakers.recount(this.finals);
+    this.rebuild();
+    this.drawPartials();
+    if (stick) this.scrollDown();
+    else this.root.scrollTop = top;
+    this.onSpeakersChanged();
+  }
+
   setPartials(partials) {
     const stick = this.nearBottom();
     this.partials = partials.filter((p) => p.text && p.text.trim());
@@ -121,7 +146,7 @@ export class TranscriptView {
       this.turns.push(turn);
     }
     turn.end = Math.max(turn.end, seg.end);
-    const span = el("span", { class: seg.overlap ? "seg overlap" : "seg", title: `${clock(seg.start, true)} – ${clock(seg.end, true)}${seg.overlap ? " · overlapping speech" : ""}` }, seg.text.trim());
+    const span = el("span", { class: seg.overlap ? "seg overlap" : "seg", "data-id": seg.id, title: `${clock(seg.start, true)} – ${clock(seg.end, true)}${seg.overlap ? " · overlapping speech" : ""}` }, seg.text.trim());
     if (turn.text.childNodes.length) turn.text.append(" ");
     turn.text.append(span);
   }

@@ -1,8 +1,8 @@
 """Benchmarks behind ``hubbub bench``: live latency under load, and streaming vs whole-file WER.
 
 Real-time mode streams N recordings of real speech through an engine at the pace of speech
-(the driver's ``realtime=True``: a chunk is stepped no earlier than it would have been
-spoken), all sessions batched into one ``step`` per chunk, as the transcriber serves them.
+(``transcribe_many(realtime=True)``: audio is fed no faster than it would have been spoken),
+all sessions batched into one ``step`` per chunk by the scheduler the transcriber uses.
 It measures what a listener sees:
 
 - final delay: wall time from the end of the last word of an utterance to the moment its
@@ -26,8 +26,8 @@ import numpy as np
 
 from hubbub.audio import SAMPLE_RATE
 from hubbub.decode import load_audio
-from hubbub.engines.base import ChunkInput, Engine, EngineSession, EngineUpdate, SessionOptions
-from hubbub.engines.driver import transcribe_streams
+from hubbub.engines.base import Engine, EngineUpdate, SessionOptions
+from hubbub.recordings import transcribe_many
 
 # Long real speech first: several speakers, then long single-speaker reads, then excerpts.
 DEFAULT_SOURCES = (
@@ -106,31 +106,6 @@ def file_streams(paths: Sequence[Path], n: int, seconds: float | None) -> dict[s
     return out
 
 
-class TimedEngine(Engine):
-    """Delegates to an engine and records the wall time of every ``step``."""
-
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.chunk_samples = inner.chunk_samples
-        self.max_speakers = inner.max_speakers
-        self.step_times: list[float] = []
-        self.batch_sizes: list[int] = []
-
-    def open_session(self, session_id: str, options: SessionOptions) -> EngineSession:
-        return self.inner.open_session(session_id, options)
-
-    def close_session(self, session: EngineSession) -> None:
-        self.inner.close_session(session)
-
-    def step(self, batch: Sequence[ChunkInput]) -> list[EngineUpdate]:
-        t0 = time.perf_counter()
-        out = self.inner.step(batch)
-        self.step_times.append(time.perf_counter() - t0)
-        self.batch_sizes.append(len(batch))
-        return out
-
-
 @dataclass
 class RealtimeResult:
     streams: int
@@ -204,7 +179,7 @@ def run_realtime(
     on_update: Callable[[str, float, EngineUpdate], None] | None = None,
 ) -> RealtimeResult:
     """Stream ``audios`` concurrently at the pace of speech and measure latency and cost."""
-    timed = TimedEngine(engine)
+    step_times: list[float] = []
     result = RealtimeResult(
         streams=len(audios),
         audio_s=max(len(a) for a in audios.values()) / SAMPLE_RATE,
@@ -242,11 +217,18 @@ def run_realtime(
         if on_update is not None:
             on_update(name, processed_s, upd)
 
-    transcripts, _ = transcribe_streams(timed, audios, options, realtime=True, on_update=observe)
+    transcripts = transcribe_many(
+        engine,
+        audios,
+        options,
+        realtime=True,
+        on_update=observe,
+        on_step=lambda seconds, _: step_times.append(seconds),
+    )
     result.wall_s = time.perf_counter() - t0
     result.cpu_s = cpu_s() - c0
-    result.step_s = timed.step_times
-    result.busy_s = float(sum(timed.step_times))
+    result.step_s = step_times
+    result.busy_s = float(sum(step_times))
     result.rss_end_mb = rss_mb()
     result.peak_rss_mb = peak_rss_mb()
     result.segments = sum(len(t.segments) for t in transcripts.values())
@@ -291,17 +273,17 @@ def compare_wer(
     Streaming runs as fast as it can (not paced); whole-file is faster-whisper with beam 5
     and its VAD, no speakers: the accuracy the streaming path gives up, and at what cost.
     """
-    from hubbub.evaluation.runner import run_streaming, run_whole_file, summary
+    from hubbub.evaluation.runner import from_manifest, run_streaming, run_whole_file, summary
 
+    recordings = from_manifest(entries, root)
     t0 = time.perf_counter()
     streamed = run_streaming(
-        engine, entries, root, on_file=lambda s: on_file and on_file("streaming", s)
+        engine, recordings, on_file=lambda s: on_file and on_file("streaming", s)
     )
     t1 = time.perf_counter()
     whole = run_whole_file(
         model_path,
-        entries,
-        root,
+        recordings,
         threads=threads,
         on_file=lambda s: on_file and on_file("whole-file", s),
     )

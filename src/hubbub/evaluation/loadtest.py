@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import os
 import socket
 import subprocess
@@ -25,10 +24,12 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import soundfile as sf
-from websockets.asyncio.client import connect
 
 from hubbub.audio import SAMPLE_RATE, float_to_pcm16
-from hubbub.benchmark import percentile
+from hubbub.client import TranscriberClient, TranscriberError
+from hubbub.evaluation.benchmark import percentile
+from hubbub.pacing import Pacer
+from hubbub.protocol import Ended, ErrorMessage, Pong, Start, TranscriptUpdate
 
 FRAME_S = 0.1
 
@@ -85,51 +86,52 @@ class StreamResult:
     error: str | None = None
 
 
-async def stream_realtime(ws_url: str, name: str, audio: np.ndarray) -> StreamResult:
+async def stream_realtime(url: str, name: str, audio: np.ndarray) -> StreamResult:
     """Send ``audio`` at the pace of speech; collect every update until ``ended``."""
     result = StreamResult(name)
-    async with connect(ws_url, max_size=None) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE}))
-        ready = json.loads(await ws.recv())
-        if ready["type"] != "ready":
-            result.error = ready.get("code", "refused")
+    async with TranscriberClient(url) as client:
+        try:
+            stream = await client.open_stream(Start(type="start"))
+        except TranscriberError as exc:
+            result.error = exc.code
             return result
+        pacer = Pacer()
 
         async def send() -> None:
             frame = int(FRAME_S * SAMPLE_RATE)
             for i in range(0, len(audio), frame):
-                await asyncio.sleep(max(0.0, t0 + i / SAMPLE_RATE - time.monotonic()))
-                await ws.send(float_to_pcm16(audio[i : i + frame]))
-            await ws.send(json.dumps({"type": "stop"}))
+                await pacer.until(i / SAMPLE_RATE)
+                await stream.send_audio(float_to_pcm16(audio[i : i + frame]))
+            await stream.stop()
 
-        t0 = time.monotonic()
         sender = asyncio.create_task(send())
-        async for raw in ws:
-            msg = json.loads(raw)
-            if msg["type"] == "transcript":
-                now = time.monotonic()
-                result.lags.append(msg["lag_s"])
-                result.finals += msg["finals"]
-                result.final_latency += [now - t0 - seg["end"] for seg in msg["finals"]]
-            elif msg["type"] == "ended":
+        async for msg in stream:
+            if isinstance(msg, TranscriptUpdate):
+                result.lags.append(msg.lag_s)
+                result.finals += [seg.model_dump() for seg in msg.finals]
+                now = pacer.elapsed_s
+                result.final_latency += [now - seg.end for seg in msg.finals]
+            elif isinstance(msg, Ended):
                 result.ended = True
                 break
-            elif msg["type"] == "error":
-                result.error = msg["code"]
+            elif isinstance(msg, ErrorMessage):
+                result.error = msg.code
                 break
         sender.cancel()
+        await stream.close()
     return result
 
 
-async def try_extra(ws_url: str) -> str:
+async def try_extra(url: str) -> str:
     """Open one stream more: the answer is 'ready' or the refusal's error code."""
-    async with connect(ws_url) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE}))
-        msg = json.loads(await ws.recv())
-        if msg["type"] == "ready":
-            await ws.send(json.dumps({"type": "stop"}))
-            return "ready"
-        return str(msg.get("code"))
+    async with TranscriberClient(url) as client:
+        try:
+            stream = await client.open_stream(Start(type="start"))
+        except TranscriberError as exc:
+            return exc.code
+        await stream.stop()
+        await stream.close()
+        return "ready"
 
 
 def transcribe_alone(base_url: str, audio: np.ndarray) -> list[dict]:
@@ -180,8 +182,7 @@ class LoadResult:
 def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult:
     """Run the load test against a fresh transcriber process (and web app) on free ports."""
     port, wport = free_port(), free_port()
-    base = f"http://127.0.0.1:{port}"
-    ws_url = base.replace("http", "ws") + "/v1/stream"
+    base = url = f"http://127.0.0.1:{port}"
     with contextlib.ExitStack() as stack:
         data = stack.enter_context(tempfile.TemporaryDirectory())
         env = {
@@ -189,12 +190,13 @@ def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult
             "HUBBUB_DATA_DIR": data,
             "HUBBUB_ENGINE": "cpu",
             "HUBBUB_MAX_SESSIONS": str(len(audios)),
+            "HUBBUB_TRUSTED_PROXIES": '["127.0.0.1"]',  # the web app speaks for browsers
         }
         proc = stack.enter_context(spawn(["transcriber"], env, base + "/health"))
         if via_web:
             web_env = {"HUBBUB_TRANSCRIBER_URL": base, "HUBBUB_WEB_PORT": str(wport)}
-            stack.enter_context(spawn(["web"], web_env, f"http://127.0.0.1:{wport}/health"))
-            ws_url = f"ws://127.0.0.1:{wport}/ws"
+            url = f"http://127.0.0.1:{wport}"
+            stack.enter_context(spawn(["web"], web_env, url + "/health"))
         # Warm the server's code paths once so the start figure is the steady state.
         first = next(iter(audios.values()))
         transcribe_alone(base, first[: 5 * SAMPLE_RATE])
@@ -213,10 +215,10 @@ def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult
             sampler = asyncio.create_task(sample_rss())
             tasks = []
             for name, audio in audios.items():
-                tasks.append(asyncio.create_task(stream_realtime(ws_url, name, audio)))
+                tasks.append(asyncio.create_task(stream_realtime(url, name, audio)))
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2.0)
-            extra = await try_extra(ws_url)
+            extra = await try_extra(url)
             results = list(await asyncio.gather(*tasks))
             sampler.cancel()
             return results, extra
@@ -272,19 +274,20 @@ def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult
     )
 
 
-async def _ping_rtts(ws_url: str, n: int) -> list[float]:
-    async with connect(ws_url) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE}))
-        await ws.recv()
+async def _ping_rtts(url: str, n: int) -> list[float]:
+    async with TranscriberClient(url) as client:
+        stream = await client.open_stream(Start(type="start"))
+        messages = aiter(stream)
         rtts = []
         for _ in range(n):
             t0 = time.perf_counter()
-            await ws.send('{"type": "ping"}')
-            while json.loads(await ws.recv())["type"] != "pong":
+            await stream.ping()
+            while not isinstance(await anext(messages), Pong):
                 pass
             rtts.append(time.perf_counter() - t0)
             await asyncio.sleep(0.01)
-        await ws.send('{"type": "stop"}')
+        await stream.stop()
+        await stream.close()
     return rtts
 
 
@@ -305,8 +308,8 @@ def run_relay_overhead(n: int = 300) -> dict:
             wbase + "/health",
         ),
     ):
-        direct = asyncio.run(_ping_rtts(tbase.replace("http", "ws") + "/v1/stream", n))
-        relay = asyncio.run(_ping_rtts(wbase.replace("http", "ws") + "/ws", n))
+        direct = asyncio.run(_ping_rtts(tbase, n))
+        relay = asyncio.run(_ping_rtts(wbase, n))
     ms = 1000.0
     return {
         "pings": n,

@@ -1,0 +1,85 @@
+"""Every knob of the CPU engine. Reached from settings as ``HUBBUB_CPU__<FIELD>`` (and
+``HUBBUB_CPU__UTTERANCES__<FIELD>``); the defaults are the measured ones."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hubbub.protocol import SpeakerCap
+
+
+class UtteranceConfig(BaseModel):
+    """How speech probabilities become utterances (``HUBBUB_CPU__UTTERANCES__*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    onset: float = Field(0.5, ge=0, le=1, description="VAD probability that opens one")
+    offset: float = Field(0.35, ge=0, le=1, description="below this a frame is silence")
+    min_silence_s: float = Field(0.5, gt=0, le=10, description="silence that closes one")
+    speech_pad_s: float = Field(0.3, ge=0, le=2, description="audio kept before an onset")
+    min_speech_s: float = Field(0.25, ge=0, le=10, description="shorter ones are dropped")
+    max_utterance_s: float = Field(15.0, ge=2, le=30, description="cut when longer")
+    cut_search_s: float = Field(2.0, gt=0, le=10, description="where a cut may fall")
+
+
+class CpuEngineConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(
+        "tiny.en",
+        description="Whisper model: a CTranslate2 folder, 'tiny.en' (bundled), 'base' (the "
+        "'base' extra, multilingual), or a faster-whisper name (downloaded once)",
+    )
+    compute_type: str = Field("int8", description="CTranslate2 compute type")
+    threads: int = Field(2, ge=1, le=256, description="CPU threads for Whisper")
+    beam_size: int = Field(5, ge=1, le=16, description="beam width for finals")
+    # Finals are decoded on windows of at least this many seconds, partials on the
+    # smallest that fit. Whisper was trained on 30 s windows; on wer_single finals on
+    # 5 s+ / 12 s+ / 18 s+ / 30 s windows gave 39 / 37 / 33 / 36 word errors of 327
+    # (whole-file: 32), and an 18 s window costs half of a 30 s one (131 vs 262 ms).
+    final_window_s: float = Field(
+        18.0, ge=5.0, le=30.0, description="shortest Whisper window for finals"
+    )
+    partial_interval_s: float = Field(1.0, gt=0, description="partial text refresh")
+    min_partial_s: float = Field(0.6, ge=0, description="no partial for a shorter utterance")
+    # Speakers (hubbub.engines.cpu.phrases, .speakers, .spectral): chosen on the tuning
+    # half of the shared conversations (hubbub.evaluation.splits).
+    phrase_gap_s: float = Field(
+        0.25, ge=0, le=2, description="a pause this long between words may change speaker"
+    )
+    min_phrase_s: float = Field(0.6, ge=0, le=5, description="shorter phrases join a neighbour")
+    split_phrase_s: float = Field(
+        3.0, ge=1, le=30, description="phrases this long are also split where the voice changes"
+    )
+    embed_window_s: float = Field(1.0, ge=0.5, le=3, description="voice-change window")
+    embed_stride_s: float = Field(0.25, ge=0.05, le=1.5, description="voice-change step")
+    change_threshold: float = Field(
+        0.65, ge=-1, le=1, description="cosine below which a long phrase splits in two"
+    )
+    speaker_threshold: float = Field(
+        0.7, ge=-1, le=1, description="prior cosine to join a known speaker (adapts per session)"
+    )
+    min_new_speaker_s: float = Field(
+        1.0, ge=0, le=10, description="shorter segments never found a speaker"
+    )
+    cluster_cos: float = Field(
+        0.7, ge=-1, le=1, description="second looks: mean cosine that makes one speaker"
+    )
+    short_speaker_s: float = Field(
+        2.0, ge=0, le=30, description="a speaker with less speech than this, and..."
+    )
+    short_join_cos: float = Field(
+        0.6, ge=-1, le=1, description="...at least this like another, is that other"
+    )
+    refine_every_s: float = Field(
+        20.0, gt=0, description="speech between second looks at all speakers"
+    )
+    max_speaker_items: int = Field(
+        400, ge=10, le=10_000, description="segments kept per session for second looks"
+    )
+    max_speakers: SpeakerCap = Field(8, description="speaker labels per session at most")
+    chunk_s: float = Field(
+        0.32, gt=0, le=2, description="audio per step: how late an utterance end is seen"
+    )
+    highpass_hz: float = Field(50.0, ge=0, le=300, description="high-pass before the VAD (0: off)")
+    utterances: UtteranceConfig = Field(default_factory=UtteranceConfig)

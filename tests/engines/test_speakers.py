@@ -1,0 +1,124 @@
+"""The CPU engine's speaker pipeline, piece by piece and on real voices: phrases, voice
+changes, the encoder, clustering, live guesses and the second looks that revise them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hubbub.decode import load_audio
+from hubbub.engines.cpu.clusters import cluster_voices
+from hubbub.engines.cpu.phrases import Phrase, change_point, merge_short, phrases
+from hubbub.engines.cpu.speakers import SpeakerTracker, unit
+from hubbub.recordings import transcribe_many
+from hubbub.transcript import Word
+
+
+def _words(spec: list[tuple[str, float, float]]) -> list[Word]:
+    return [Word(text=t, start=a, end=b) for t, a, b in spec]
+
+
+def test_phrases_break_at_sentence_ends_and_pauses_and_short_ones_join():
+    words = _words(
+        [
+            (" Hello.", 0.0, 0.5),
+            (" Oh,", 0.6, 0.8),
+            (" hello", 0.8, 1.2),
+            (" there", 1.25, 1.6),
+            (" how", 2.2, 2.4),  # a pause before it
+            (" are", 2.4, 2.6),
+            (" you?", 2.6, 3.0),
+        ]
+    )
+    got = phrases(words, gap_s=0.25)
+    assert [[w.text for w in p.words] for p in got] == [
+        [" Hello."],
+        [" Oh,", " hello", " there"],
+        [" how", " are", " you?"],
+    ]
+    merged = merge_short(got, min_s=0.6)
+    assert [round(p.duration, 2) for p in merged] == [1.6, 0.8]  # "Hello." joined its neighbour
+    assert merge_short([Phrase(words[:1])], 0.6)[0].words == words[:1]
+
+
+def test_a_change_point_is_where_the_two_sides_differ_most():
+    rng = np.random.default_rng(0)
+    a, b = unit(rng.standard_normal(16)), unit(rng.standard_normal(16))
+    seq = np.stack(
+        [unit(a + 0.1 * rng.standard_normal(16)) for _ in range(6)]
+        + [unit(b + 0.1 * rng.standard_normal(16)) for _ in range(5)]
+    )
+    assert change_point(seq, threshold=0.6) == 6
+    same = np.stack([unit(a + 0.1 * rng.standard_normal(16)) for _ in range(10)])
+    assert change_point(same, threshold=0.6) is None
+
+
+def test_clusters_find_the_speakers_and_fold_in_scraps():
+    rng = np.random.default_rng(1)
+    centres = [unit(rng.standard_normal(32)) for _ in range(3)]
+    emb, dur, truth = [], [], []
+    for k, c in enumerate(centres):
+        for _ in range(5):
+            emb.append(unit(c + 0.05 * rng.standard_normal(32)))
+            dur.append(2.0)
+            truth.append(k)
+    emb.append(unit(rng.standard_normal(32)))  # a cough nobody else sounds like, 0.3 s
+    dur.append(0.3)
+    labels = cluster_voices(np.stack(emb), np.array(dur), 0.7, 8, 1.0)
+    assert len(set(labels)) == 3
+    assert [labels[i] for i in range(15)] == [t for t in truth]
+    assert cluster_voices(np.stack(emb[:15]), np.array(dur[:15]), 0.7, 2, 1.0).max() == 1
+
+
+def test_a_second_look_relabels_and_keeps_labels_stable():
+    rng = np.random.default_rng(2)
+    a, b = unit(rng.standard_normal(32)), unit(rng.standard_normal(32))
+    tracker = SpeakerTracker(threshold=0.99, adapt=0.0, cluster_cos=0.7)
+    # A strict first guess makes a new "speaker" of every segment...
+    for i, c in enumerate([a, a, b, a, b]):
+        e = unit(c + 0.05 * rng.standard_normal(32))
+        tracker.remember(f"s{i}", e, 2.0, tracker.assign(e, 2.0))
+    assert tracker.n_speakers == 5
+    # ...the second look puts them back into two, labels of the first of each kept.
+    changed = tracker.refine()
+    assert changed == {"s1": 0, "s3": 0, "s4": 2}
+    assert {it.label for it in tracker.items} == {0, 2} and tracker.n_speakers == 2
+    assert tracker.refine() == {}, "nothing changes twice"
+
+
+def test_what_a_session_keeps_for_second_looks_is_bounded():
+    rng = np.random.default_rng(3)
+    a = unit(rng.standard_normal(32))
+    tracker = SpeakerTracker(max_items=20)
+    for i in range(500):
+        e = unit(a + 0.05 * rng.standard_normal(32))
+        tracker.remember(f"s{i}", e, 1.5, tracker.assign(e, 1.5))
+    assert len(tracker.items) == 20
+    assert sum(len(it.segment_ids) for it in tracker.items) == 500
+    assert sum(it.duration for it in tracker.items) == pytest.approx(750.0)
+
+
+def test_the_encoder_tells_real_voices_apart(cpu_engine, speech_dir):
+    lj = [load_audio(speech_dir / f"KoljaB-RealtimeSTT/LJ001-000{k}.flac") for k in (4, 6)]
+    ss = [
+        load_audio(
+            speech_dir / f"cmusphinx-pocketsphinx/sense_and_sensibility_01_austen_64kb-0{k}.flac"
+        )
+        for k in (870, 920)
+    ]
+    v = cpu_engine.embedder.embed_audio([*lj, *ss])
+    same = [float(v[0] @ v[1]), float(v[2] @ v[3])]
+    different = [float(v[i] @ v[j]) for i in (0, 1) for j in (2, 3)]
+    assert min(same) > max(different) + 0.15, (same, different)
+
+
+def test_a_quick_exchange_in_one_utterance_becomes_two_speakers(cpu_engine, speech_dir):
+    """Two voices 0.15 s apart: one utterance to the VAD, two turns in the transcript."""
+    first = load_audio(speech_dir / "KoljaB-RealtimeSTT/LJ001-0004.flac")
+    second = load_audio(speech_dir / "cmusphinx-pocketsphinx/cards_005.flac")
+    gap = np.zeros(int(0.15 * 16000), np.float32)
+    audio = np.concatenate([first, gap, second, gap, first])
+    t = transcribe_many(cpu_engine, {"x": audio})["x"]
+    speakers = [s.speaker for s in t.segments]
+    assert len(set(speakers)) == 2, [(s.speaker, s.start, s.text) for s in t.segments]
+    assert speakers[0] == speakers[-1] != speakers[1]
