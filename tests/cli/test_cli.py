@@ -237,7 +237,11 @@ def test_eval_prints_a_table_and_writes_json(
         assert {"files", "wer", "der", "cpwer", "speaker_count_exact"} <= set(row)
     assert summary["all"]["files"] == 3
     assert summary["wer_single"]["wer"] is not None and summary["wer_single"]["wer"] <= 0.25
-    assert summary["diar_multi_rttm_only"]["der"] is not None
+    diar = summary["diar_multi_rttm_only"]
+    assert diar["der"] is not None
+    # where the DER comes from: its three parts add up to it
+    assert sum(diar["der_parts"].values()) == pytest.approx(diar["der"], abs=2e-4)
+    assert summary["wer_single"]["der_parts"] is None
     by_id = {f["id"]: f for f in files}
     assert set(by_id) == set(EVAL_IDS)
     for f in files:

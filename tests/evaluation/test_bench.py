@@ -156,12 +156,8 @@ def test_bench_without_data_is_a_one_line_error(tmp_path: Path) -> None:
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_bench_load_and_relay_modes_on_real_servers(tmp_path):
+def test_bench_load_and_relay_modes_on_real_servers(tmp_path: Path, speech_dir: Path) -> None:
     """Real processes on loopback: the stream past capacity is refused, nothing is lost."""
-    import json
-    import subprocess
-    import sys
-
     out = tmp_path / "load.json"
     run = subprocess.run(
         [
@@ -175,6 +171,8 @@ def test_bench_load_and_relay_modes_on_real_servers(tmp_path):
             "1",
             "--seconds",
             "12",
+            "--data",
+            str(speech_dir),
             "--json",
             str(out),
         ],
@@ -186,6 +184,7 @@ def test_bench_load_and_relay_modes_on_real_servers(tmp_path):
     load = json.loads(out.read_text())["load"]
     assert load["extra_stream"] == "server_full"
     assert load["identical"] == 1 and load["per_stream"][0]["ended"]
+    assert load["per_stream"][0]["speakers_agree"] > 0.9
     assert load["per_stream"][0]["finals"] >= 1
     assert load["rss_start_mb"] > 0 and load["lag_p95"] is not None
     relay = tmp_path / "relay.json"

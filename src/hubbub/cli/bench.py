@@ -262,8 +262,15 @@ def _bench_servers(
             "< +5%",
         )
         table.add_row(
-            "finals identical to the stream alone", f"{res.identical} of {res.streams}", "all"
+            "final text identical to the stream alone", f"{res.identical} of {res.streams}", "all"
         )
+        agree = [p["speakers_agree"] for p in res.per_stream if p["speakers_agree"] is not None]
+        if agree:
+            table.add_row(
+                "speech given the same speaker as alone",
+                " / ".join(f"{100 * a:.0f}%" for a in agree),
+                "",
+            )
         console.print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2) + "\n")

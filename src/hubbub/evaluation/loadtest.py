@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import soundfile as sf
+from scipy.optimize import linear_sum_assignment
 
 from hubbub.audio import SAMPLE_RATE, float_to_pcm16
 from hubbub.client import TranscriberClient, TranscriberError
 from hubbub.evaluation.benchmark import percentile
 from hubbub.pacing import Pacer
-from hubbub.protocol import Ended, ErrorMessage, Pong, Start, TranscriptUpdate
+from hubbub.protocol import Ended, ErrorMessage, Pong, SpeakersUpdate, Start, TranscriptUpdate
 
 FRAME_S = 0.1
 
@@ -111,6 +112,9 @@ async def stream_realtime(url: str, name: str, audio: np.ndarray) -> StreamResul
                 result.finals += [seg.model_dump() for seg in msg.finals]
                 now = pacer.elapsed_s
                 result.final_latency += [now - seg.end for seg in msg.finals]
+            elif isinstance(msg, SpeakersUpdate):  # a second look revised some speakers
+                for seg in result.finals:
+                    seg["speaker"] = msg.relabel.get(seg["id"], seg["speaker"])
             elif isinstance(msg, Ended):
                 result.ended = True
                 break
@@ -120,6 +124,19 @@ async def stream_realtime(url: str, name: str, audio: np.ndarray) -> StreamResul
         sender.cancel()
         await stream.close()
     return result
+
+
+def speaker_agreement(a: list[dict], b: list[dict]) -> float:
+    """Share of speech (segments of the same text, in the same order) that two transcripts
+    give the same speaker, their labels matched one to one. Labels are decisions near a
+    threshold: sessions sharing a batch can move one by a rounding."""
+    labels_a = sorted({s["speaker"] for s in a})
+    labels_b = sorted({s["speaker"] for s in b})
+    both = np.zeros((len(labels_a), len(labels_b)))
+    for x, y in zip(a, b, strict=True):
+        both[labels_a.index(x["speaker"]), labels_b.index(y["speaker"])] += x["end"] - x["start"]
+    rows, cols = linear_sum_assignment(-both)
+    return round(float(both[rows, cols].sum() / max(both.sum(), 1e-9)), 4)
 
 
 async def try_extra(url: str) -> str:
@@ -232,8 +249,7 @@ def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult
         per_stream = []
         for r in results:
             alone = transcribe_alone(base, audios[r.name])
-            mine = [(s["speaker"], s["text"]) for s in r.finals]
-            theirs = [(s["speaker"], s["text"]) for s in alone]
+            mine, theirs = [s["text"] for s in r.finals], [s["text"] for s in alone]
             same = mine == theirs
             identical += same
             diff = next(
@@ -249,6 +265,7 @@ def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult
                     "lag_p95": percentile(r.lags, 95),
                     "identical_to_alone": same,
                     "first_difference": diff,
+                    "speakers_agree": speaker_agreement(r.finals, alone) if same else None,
                 }
             )
     lags = [x for r in results for x in r.lags]

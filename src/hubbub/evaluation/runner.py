@@ -253,6 +253,19 @@ def summary(scores: list[FileScore], by_split: bool = True) -> dict:
     return {name: _totals(group) for name, group in groups.items()}
 
 
+def _der_parts(results: list[DerResult | None]) -> dict[str, float] | None:
+    """Where the DER comes from: missed speech, false alarms, confused speakers, each as a
+    share of the scored reference time."""
+    items = [x for x in results if x is not None]
+    if not items:
+        return None
+    t = aggregate(items)
+    if t.total <= 0:
+        return None
+    parts = {"missed": t.missed, "false_alarm": t.false_alarm, "confusion": t.confusion}
+    return {name: round(value / t.total, 4) for name, value in parts.items()}
+
+
 def _totals(group: list[FileScore]) -> dict:
     def total(results: list) -> float | None:
         items = [x for x in results if x is not None]
@@ -270,6 +283,7 @@ def _totals(group: list[FileScore]) -> dict:
         "wer": total([s.wer for s in group]),
         "der": total([s.der for s in group]),
         "live_der": total([s.live_der for s in group]),
+        "der_parts": _der_parts([s.der for s in group]),
         "cpwer": total([s.cpwer for s in group]),
         "live_cpwer": total([s.live_cpwer for s in group]),
         "speaker_count_exact": exact("hyp_speakers"),
