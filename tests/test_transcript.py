@@ -1,7 +1,19 @@
 import json
 import re
 
-from hubbub.transcript import Segment, Transcript, Word, export, to_srt, to_vtt
+import pytest
+
+from hubbub.transcript import (
+    CUE_MAX_CHARS,
+    CUE_MAX_S,
+    LINE_MAX_S,
+    Segment,
+    Transcript,
+    Word,
+    export,
+    to_srt,
+    to_vtt,
+)
 
 
 def _transcript() -> Transcript:
@@ -112,3 +124,55 @@ def test_names_and_text_cannot_break_subtitle_cues():
         (61.2, 64.004, "<v Tom &amp; &lt;Jerry&gt;>Hi, how are you?"),
     ]
     assert vtt.count("-->") == 2
+
+
+def _pieces(speaker: str, start: float, texts: list[str], gap: float = 0.1) -> list[Segment]:
+    """One utterance given out as several finals, each word 0.4 s long."""
+    out, t = [], start
+    for text in texts:
+        n = len(text.split())
+        out.append(Segment(id=f"x-{t}", speaker=speaker, start=t, end=t + 0.4 * n, text=text))
+        t += 0.4 * n + gap
+    return out
+
+
+def test_one_speakers_consecutive_finals_read_as_one_line_and_cue():
+    segs = (
+        _pieces("S1", 0.0, ["And so my", "fellow Americans,", "ask not"])
+        + _pieces("S2", 5.0, ["what your", "country can do"])
+        + _pieces("S2", 12.0, ["for you."])  # after a long pause: a new turn
+    )
+    t = Transcript(session_id="m", segments=segs)
+    assert export(t, "txt").splitlines() == [
+        "[00:00:00.000] S1: And so my fellow Americans, ask not",
+        "[00:00:05.000] S2: what your country can do",
+        "[00:00:12.000] S2: for you.",
+    ]
+    cues = _parse_cues(to_srt(t), ",")
+    assert [c[2] for c in cues] == [
+        "[S1] And so my fellow Americans, ask not",
+        "[S2] what your country can do",
+        "[S2] for you.",
+    ]
+    assert cues[0][:2] == (0.0, pytest.approx(segs[2].end))
+    vtt = _parse_cues(to_vtt(t), r"\.")
+    assert vtt[0][2] == "<v S1>And so my fellow Americans, ask not"
+    # JSON keeps the finals as given; RTTM keeps their exact times
+    assert len(Transcript.model_validate_json(export(t, "json")).segments) == 6
+    assert len(export(t, "rttm").splitlines()) == 6
+
+
+def test_a_long_turn_becomes_cues_a_reader_can_follow():
+    words = [f"word{i}" for i in range(90)]
+    segs = _pieces("S1", 0.0, [" ".join(words[i : i + 3]) for i in range(0, 90, 3)])
+    t = Transcript(segments=segs)
+    cues = _parse_cues(to_srt(t), ",")
+    assert len(cues) > 3
+    assert all(
+        end - start <= CUE_MAX_S and len(text) <= CUE_MAX_CHARS + 5 for start, end, text in cues
+    )
+    # nothing lost, nothing doubled
+    said = " ".join(text.removeprefix("[S1] ") for *_, text in cues)
+    assert said.split() == words
+    lines = export(t, "txt").splitlines()
+    assert segs[-1].end > LINE_MAX_S and len(lines) == 2

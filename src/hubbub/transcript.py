@@ -83,13 +83,49 @@ def _spoken(segments: Iterable[Segment]) -> list[Segment]:
     return [s for s in segments if s.text.strip()]
 
 
+# A final is often part of an utterance (words turn final while it goes on), so the
+# text exports join one speaker's consecutive finals into a line or a caption cue.
+TURN_GAP_S = 1.0  # a shorter pause between one speaker's finals continues the turn
+LINE_MAX_S = 30.0  # text: a longer turn goes on on a new line
+CUE_MAX_S = 7.0  # captions: the longest a cue stays on screen,
+CUE_MAX_CHARS = 84  # and what two lines of 42 characters hold
+
+
+def turns(
+    segments: Iterable[Segment], max_s: float = LINE_MAX_S, max_chars: int | None = None
+) -> list[Segment]:
+    """Consecutive finals of one speaker joined (a segment is never split): less than
+    ``TURN_GAP_S`` apart, together at most ``max_s`` long and ``max_chars`` of text."""
+    out: list[Segment] = []
+    for seg in _spoken(segments):
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and last.speaker == seg.speaker
+            and seg.start - last.end < TURN_GAP_S
+            and seg.end - last.start <= max_s
+            and (max_chars is None or len(last.text) + 1 + len(seg.text) <= max_chars)
+        ):
+            out[-1] = last.model_copy(
+                update={
+                    "end": max(last.end, seg.end),
+                    "text": f"{last.text.strip()} {seg.text.strip()}",
+                    "words": last.words + seg.words,
+                    "overlap": last.overlap or seg.overlap,
+                }
+            )
+        else:
+            out.append(seg)
+    return out
+
+
 def to_json(t: Transcript) -> str:
     return json.dumps(t.model_dump(), indent=2, ensure_ascii=False) + "\n"
 
 
 def to_text(t: Transcript) -> str:
-    """One line per segment: ``[00:00:01.200] S1: text``."""
-    lines = [f"[{_clock(s.start, '.')}] {t.name(s.speaker)}: {s.text}" for s in _spoken(t.segments)]
+    """One line per turn: ``[00:00:01.200] S1: text``."""
+    lines = [f"[{_clock(s.start, '.')}] {t.name(s.speaker)}: {s.text}" for s in turns(t.segments)]
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -112,7 +148,7 @@ def to_srt(t: Transcript) -> str:
     blocks = [
         f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n"
         f"[{_srt_safe(t.name(s.speaker))}] {_srt_safe(s.text)}\n"
-        for i, s in enumerate(_spoken(t.segments), 1)
+        for i, s in enumerate(turns(t.segments, CUE_MAX_S, CUE_MAX_CHARS), 1)
     ]
     return "\n".join(blocks)
 
@@ -122,7 +158,7 @@ def to_vtt(t: Transcript) -> str:
     blocks = [
         f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n"
         f"<v {_vtt_safe(t.name(s.speaker))}>{_vtt_safe(s.text)}\n"
-        for s in _spoken(t.segments)
+        for s in turns(t.segments, CUE_MAX_S, CUE_MAX_CHARS)
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 

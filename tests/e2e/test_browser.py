@@ -146,6 +146,14 @@ def test_live_page_shows_who_said_what(playwright, transcriber_url, conversation
         if final is not None:
             assert final.evaluate("e => getComputedStyle(e).fontStyle") == "normal"
 
+        # Words turn final while their speaker goes on: the final words and the grey tail
+        # share one line.
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('.turn .text')].some(p =>
+                       p.querySelector('.seg.partial') && p.querySelector('.seg:not(.partial)'))""",
+            timeout=60_000,
+        )
+
         page.wait_for_function(
             """() => new Set([...document.querySelectorAll('.turn:not(.live) .spk')]
                        .map(b => b.dataset.speaker)).size >= 2""",
