@@ -181,6 +181,26 @@ def test_streams_real_speech_through_the_contract(engine, clips):
     assert engine.models.asr.spk_targets is None  # cleared after every call
 
 
+def test_each_word_is_final_a_chunk_and_a_step_after_it_is_decoded(engine, clips):
+    """Tokens are never revised, so a word is final as soon as it is complete: the step
+    that decodes the next word's start, or the one after."""
+    updates = stream(engine, [clips[2]])[0]
+    first_seen: dict[tuple[str, float], float] = {}  # (speaker, start) -> decoded by
+    for u in updates:
+        for seg in u.partials + u.finals:
+            for w in seg.words:
+                first_seen.setdefault((seg.speaker, w.start), u.audio_processed_s)
+    chunk = engine.chunk_samples / 16000
+    waits = [
+        u.audio_processed_s - first_seen[(seg.speaker, w.start)]
+        for u in updates[:-1]  # the last update is the flush
+        for seg in u.finals
+        for w in seg.words
+    ]
+    assert len(waits) > 20
+    assert max(waits) <= chunk + 1e-6  # one step, one chunk of audio, after it is heard
+
+
 def test_overlapping_speakers_each_get_a_tail_and_finals_carry_overlap(engine, clips):
     # The random diarizer hears two speakers at once through most of this clip.
     updates = stream(engine, [clips[0]])[0]

@@ -15,8 +15,27 @@ def toks(*pairs: tuple[int, float], overlap: bool = False) -> list[Token]:
     return [Token(i, PIECES[i], t, t + 0.08, overlap) for i, t in pairs]
 
 
+def test_each_word_is_final_once_the_next_one_starts_or_a_gap_passes():
+    w = SpeakerWords("S1", detok, word_gap_s=0.4)
+    w.add(toks((1, 0.0), (2, 0.4), overlap=True))
+    [seg] = w.close(now=0.56)  # "▁wor" started a word: "hello" is complete
+    assert seg.text == "hello" and seg.overlap and seg.end == 0.08
+    assert w.partial("x").text == "wor"
+    w.add(toks((3, 0.56)))
+    assert w.close(now=0.7) == []  # "world" may go on
+    assert w.partial("x").text == "world"
+    [seg] = w.close(now=1.0)  # 0.44 s without a token: it did not
+    assert seg.text == "world" and seg.start == 0.4 and seg.end == 0.64
+    assert w.partial("x") is None and w.open_words == 0
+    w.add(toks((5, 1.2), (6, 1.3), (7, 1.4), (8, 1.48)))
+    [seg] = w.close(now=1.6)
+    assert seg.text == "how are"  # "you?" stays open until the next step
+    [seg] = w.close(now=1.6, flush=True)
+    assert seg.text == "you?"
+
+
 def test_sentence_end_closes_complete_words_only():
-    w = SpeakerWords("S1", detok)
+    w = SpeakerWords("S1", detok, per_word=False)
     w.add(toks((1, 0.0), (2, 0.4), (3, 0.48), (4, 0.56)))
     # "world." is still open: the next piece might continue it.
     assert w.close(now=0.64) == []
@@ -31,7 +50,7 @@ def test_sentence_end_closes_complete_words_only():
 
 
 def test_pause_and_flush_close_everything():
-    w = SpeakerWords("S2", detok, pause_s=0.8)
+    w = SpeakerWords("S2", detok, pause_s=0.8, per_word=False)
     w.add(toks((5, 1.0), (6, 1.2), overlap=True))
     assert w.close(now=1.5) == []
     [seg] = w.close(now=2.1)
@@ -43,7 +62,7 @@ def test_pause_and_flush_close_everything():
 
 
 def test_a_tail_that_never_pauses_is_cut_at_max_segment():
-    w = SpeakerWords("S1", detok, pause_s=0.8, max_segment_s=2.0)
+    w = SpeakerWords("S1", detok, pause_s=0.8, max_segment_s=2.0, per_word=False)
     t, cut = 0.0, []
     while t < 5:
         w.add(toks((5, t)))

@@ -35,6 +35,14 @@ class NemoEngineConfig(BaseModel):
     fifo_len: int = Field(188, ge=1)
     spkcache_update_period: int = Field(144, ge=1)
     # When a speaker's words become final.
+    commit: Literal["word", "sentence"] = Field(
+        "word",
+        description="'word': each word as soon as the next one starts (tokens are never "
+        "revised); 'sentence': at sentence ends, pauses and max_segment_s",
+    )
+    word_gap_s: float = Field(
+        0.4, gt=0, description="with commit='word': no token for this long ends the last word"
+    )
     pause_s: float = Field(0.8, gt=0, description="no new word for this long")
     max_segment_s: float = Field(20.0, gt=0, description="bounds a tail that never pauses")
     max_asr_batch: int = Field(512, ge=1, description="ASR rows per forward pass")

@@ -7,7 +7,8 @@ A step advances every session in the batch by one chunk:
   4. cache gating: a speaker's ASR instance runs while heard in the last chunks;
   5. the ASR, batched over (session x active speaker) rows, each with its speaker kernel
      targets, its own caches and decoder state;
-  6. new tokens -> words per speaker; finished sentences and pauses become finals.
+  6. new tokens -> words per speaker; each complete word becomes final (or, with
+     commit='sentence', finished sentences and pauses do).
 """
 
 from __future__ import annotations
@@ -232,8 +233,14 @@ class NemoEngine(Engine):
 
     def _new_slot(self, s: NemoSession, k: int) -> SpeakerSlot:
         slot = initial_slot(self.models.asr, k, self.device)
+        cfg = self.config
         slot.words = SpeakerWords(
-            f"S{k + 1}", self._detok, self.config.pause_s, self.config.max_segment_s
+            f"S{k + 1}",
+            self._detok,
+            pause_s=cfg.pause_s,
+            max_segment_s=cfg.max_segment_s,
+            per_word=cfg.commit == "word",
+            word_gap_s=cfg.word_gap_s,
         )
         s.slots[k] = slot
         return slot

@@ -2,9 +2,12 @@
 
 Tokens arrive with the time of the encoder frame that emitted them. A SentencePiece
 piece starting with ``▁`` opens a new word, so the last word stays open until the next
-word starts or the speaker pauses. The open tail becomes final at a sentence end, after
-a pause, when it grows past ``max_segment_s``, or on flush: nothing here grows with the
-length of the session. Pure Python, so it is tested without torch.
+word starts or the speaker pauses. Cache-aware streaming never revises a token, so a
+complete word is final at once (``per_word``, the default): each step gives out the words
+that the next word's start, or ``word_gap_s`` without a token, completed. Otherwise the
+open tail becomes final at a sentence end, after a pause, when it grows past
+``max_segment_s``, or on flush. Either way nothing here grows with the length of the
+session. Pure Python, so it is tested without torch.
 """
 
 from __future__ import annotations
@@ -48,11 +51,15 @@ class SpeakerWords:
         detokenize: Callable[[list[int]], str],
         pause_s: float = 0.8,
         max_segment_s: float = 20.0,
+        per_word: bool = True,
+        word_gap_s: float = 0.4,
     ) -> None:
         self.label = label
         self.detokenize = detokenize
         self.pause_s = pause_s
         self.max_segment_s = max_segment_s
+        self.per_word = per_word
+        self.word_gap_s = word_gap_s
         self.words: list[_Done] = []  # complete words of the open segment
         self.current: _OpenWord | None = None
         self.last_token_s = 0.0
@@ -99,6 +106,10 @@ class SpeakerWords:
         """
         if flush or now - self.last_token_s >= self.pause_s:
             self._complete()
+            return self._emit(len(self.words))
+        if self.per_word:
+            if now - self.last_token_s >= self.word_gap_s:
+                self._complete()  # a word's pieces come frames apart, not this far
             return self._emit(len(self.words))
         cut = 0
         for i, done in enumerate(self.words):
