@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from websockets.sync.client import connect
 
 from hubbub.decode import load_audio
@@ -38,15 +40,24 @@ SPECIAL = {
 }
 
 
-def _other_value(name: str, default):
+def _other_value(config, name: str, field):
     """A valid value other than the default, for any engine knob."""
+    default = field.default
     if name in SPECIAL:
         return SPECIAL[name]
+    if get_origin(field.annotation) is Literal:
+        return next(v for v in get_args(field.annotation) if v != default)
     if isinstance(default, bool):
         return not default
     if isinstance(default, int):
         return default + 1
-    return default * 0.5 if default else 0.25
+    for value in (default * 0.5 if default else 0.25, default + 1.0):
+        try:
+            config.model_validate({name: value})
+            return value
+        except ValidationError:
+            continue
+    raise AssertionError(f"no other value for {name}")
 
 
 def _knobs(model, prefix: str):
@@ -66,7 +77,7 @@ def _knobs(model, prefix: str):
 def test_every_engine_knob_comes_from_its_variable_and_is_read(config, prefix, attr, monkeypatch):
     sources = "\n".join(p.read_text() for p in SRC.rglob("*.py") if p.name != "config.py")
     for name, var, field in _knobs(config, prefix):
-        value = _other_value(name, field.default)
+        value = _other_value(config, name, field)
         monkeypatch.setenv(var, str(value))
         got = Settings()
         for part in attr.split("."):

@@ -99,23 +99,26 @@ def test_no_words_outside_the_turns(conversation: Conversation, transcript: Tran
 
 
 def test_partials_refresh_about_every_second(cpu_engine, conversation: Conversation) -> None:
-    """While a voice speaks, its partial text is refreshed every ~1 s of audio."""
+    """While a voice speaks, what the page shows of it changes every ~1 s of audio: new
+    partial text, or words that turned final."""
     session = cpu_engine.open_session("partials", SessionOptions())
     chunk = cpu_engine.chunk_samples
-    last: dict[float, tuple[float, str]] = {}  # utterance start -> (end, text) last seen
+    shown: list[tuple[float, float, str]] = []  # the partial tail last seen
     gaps: list[float] = []
-    refreshed_at: dict[float, float] = {}
+    fresh_at: float | None = None  # when something new was last shown, while speaking
     audio = conversation.audio
     for i in range(0, len(audio), chunk):
         piece = audio[i : i + chunk]
         upd = cpu_engine.step([ChunkInput(session, piece, i + chunk >= len(audio))])[0]
-        for p in upd.partials:
-            assert p.text.strip()
-            if last.get(p.start) != (p.end, p.text):
-                if p.start in refreshed_at:
-                    gaps.append(session.audio_s - refreshed_at[p.start])
-                refreshed_at[p.start] = session.audio_s
-                last[p.start] = (p.end, p.text)
+        assert all(p.text.strip() for p in upd.partials)
+        tail = [(p.start, p.end, p.text) for p in upd.partials]
+        if upd.idle:
+            fresh_at = None
+        elif upd.finals or tail != shown:
+            if fresh_at is not None:
+                gaps.append(session.audio_s - fresh_at)
+            fresh_at = session.audio_s
+        shown = tail
     cpu_engine.close_session(session)
     assert len(gaps) >= 10, gaps
     assert float(np.median(gaps)) <= 1.0, gaps

@@ -9,6 +9,7 @@ import pytest
 
 from hubbub.decode import load_audio
 from hubbub.engines.base import ChunkInput, SessionOptions
+from hubbub.engines.cpu import CpuEngine, CpuEngineConfig
 from hubbub.evaluation.metrics import Turn, der, read_rttm, wer
 from hubbub.recordings import transcribe_many
 
@@ -62,15 +63,45 @@ def test_silence_and_noise_give_no_words(cpu_engine):
         assert t.segments == [], (name, t.text)
 
 
-def test_batched_sessions_match_sessions_alone(cpu_engine, speech_dir, manifest):
-    ids = ["Picovoice-falcon/falcon_test", "KoljaB-RealtimeSTT/LJ001-0006"]
+def test_batched_sessions_match_sessions_alone(cpu_engine, speech_dir, manifest, caplog):
+    """Sessions share every Whisper call, one with words already final (a forced
+    prefix) beside one without: each is transcribed as it would be alone."""
+    ids = ["Picovoice-falcon/falcon_test", "KoljaB-RealtimeSTT/LJ001-0006", "openai-whisper/jfk"]
     audios = {i: load_audio(speech_dir / _entry(manifest, i)["audio"]) for i in ids}
     together = transcribe_many(cpu_engine, audios)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], "a batched step failed"
     for i in ids:
         alone = transcribe_many(cpu_engine, {i: audios[i]})
         assert [(s.speaker, s.text) for s in together[i].segments] == [
             (s.speaker, s.text) for s in alone[i].segments
         ]
+
+
+def test_a_failed_step_leaves_sessions_as_they_were(cpu_engine, speech_dir, monkeypatch):
+    """The scheduler retries a failed batch one session at a time: the failed attempt must
+    not have consumed any audio (or the retry would hear it twice)."""
+    audio = load_audio(speech_dir / "openai-whisper/jfk.flac")
+    chunk = cpu_engine.chunk_samples
+
+    def run(fail_at: set[int]) -> list[tuple[str, str]]:
+        session = cpu_engine.open_session("f", SessionOptions())
+        real = cpu_engine.asr.transcribe
+        finals = []
+        for n, i in enumerate(range(0, len(audio), chunk)):
+            item = ChunkInput(session, audio[i : i + chunk], flush=i + chunk >= len(audio))
+            if n in fail_at:
+                with monkeypatch.context() as m:
+                    m.setattr(cpu_engine.asr, "transcribe", lambda *a, **k: 1 / 0)
+                    with pytest.raises(ZeroDivisionError):
+                        cpu_engine.step([item])
+                assert cpu_engine.asr.transcribe == real
+            finals += cpu_engine.step([item])[0].finals
+        cpu_engine.close_session(session)
+        return [(f.id, f.text) for f in finals]
+
+    clean = run(set())
+    assert len(clean) >= 3
+    assert run(set(range(3, 40, 2))) == clean
 
 
 def test_partials_while_speaking_and_finals_are_final(cpu_engine, speech_dir):
@@ -93,6 +124,40 @@ def test_partials_while_speaking_and_finals_are_final(cpu_engine, speech_dir):
     assert len(partial_times) >= 10
     assert np.median(gaps) <= 1.05
     assert "acoustic corpus" in " ".join(s.text for s in finals).lower()
+
+
+def _early_finals(engine, audio: np.ndarray) -> tuple[list, int]:
+    """Every final, and how many came while the speaker went on (the same update still
+    shows words after it)."""
+    session = engine.open_session("e", SessionOptions())
+    chunk = engine.chunk_samples
+    finals, early = [], 0
+    for i in range(0, len(audio), chunk):
+        upd = engine.step([ChunkInput(session, audio[i : i + chunk], i + chunk >= len(audio))])[0]
+        finals += upd.finals
+        early += sum(any(p.start >= f.end - 0.05 for p in upd.partials) for f in upd.finals)
+    engine.close_session(session)
+    return finals, early
+
+
+def test_words_turn_final_while_the_speaker_goes_on(cpu_engine, speech_dir):
+    """A long utterance gives its first words out as finals before it ends; with
+    commit='utterance', only when it ends. Either way each final is sent once and the
+    words are the same words."""
+    audio = load_audio(speech_dir / "MFA/acoustic_corpus.flac")
+    ref = (speech_dir / "MFA/acoustic_corpus.txt").read_text()
+    finals, early = _early_finals(cpu_engine, audio)
+    assert early >= 5
+    assert len({f.id for f in finals}) == len(finals)
+    # finals follow each other in time: none overlaps words given out before it
+    words = [w for f in finals for w in f.words]
+    assert all(a.start <= b.start for a, b in itertools.pairwise(words))
+    whole = CpuEngine(CpuEngineConfig(commit="utterance"))
+    whole.warmup()
+    at_end, none_early = _early_finals(whole, audio)
+    assert none_early == 0 and len(at_end) < len(finals)
+    text = " ".join(f.text for f in finals)
+    assert wer(ref, text).rate <= wer(ref, " ".join(f.text for f in at_end)).rate + 0.1
 
 
 def test_session_state_stays_bounded(cpu_engine, speech_dir):
@@ -118,7 +183,8 @@ def test_a_turn_under_low_frequency_drift_is_not_lost(cpu_engine, regressions_di
     transcripts = transcribe_many(cpu_engine, {"lost": audio})
     late = [s for s in transcripts["lost"].segments if s.start >= 17.6]
     text = " ".join(s.text for s in late).lower()
-    assert "cold" in text and "different words" in text and "all right" in text, text
+    # words from its start, middle and end (its "I have a cold" often comes out "call")
+    assert "acoustic" in text and "different words" in text and "all right" in text, text
     assert late[-1].end > 41.0
 
 

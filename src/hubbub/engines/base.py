@@ -48,11 +48,14 @@ class ChunkInput:
 
     ``flush`` is set on ``finalize``/``stop``: the engine must then turn all audio it
     holds for the session into finals (the chunk may be shorter than ``chunk_samples``).
+    ``behind_s``: a live session's audio still waiting after this chunk (0 for a file):
+    an engine may do less optional work, such as refreshing partials, to catch up.
     """
 
     session: EngineSession
     audio: np.ndarray
     flush: bool = False
+    behind_s: float = 0.0
 
 
 @dataclass

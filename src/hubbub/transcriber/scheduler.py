@@ -345,7 +345,9 @@ class Scheduler:
             through = 0
             if flush:
                 s.flush_cut = through = s.flush_requested
-            batch.append((s, ChunkInput(s.engine_session, audio, flush=flush), through))
+            behind = s.buffered / SAMPLE_RATE if s.realtime else 0.0
+            item = ChunkInput(s.engine_session, audio, flush=flush, behind_s=behind)
+            batch.append((s, item, through))
         return batch
 
     def _close_engine_session(self, s: Stream) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from hubbub.protocol import SpeakerCap
@@ -40,7 +42,37 @@ class CpuEngineConfig(BaseModel):
     final_window_s: float = Field(
         18.0, ge=5.0, le=30.0, description="shortest Whisper window for finals"
     )
-    partial_interval_s: float = Field(1.0, gt=0, description="partial text refresh")
+    # The open utterance is decoded again every partial_interval_s: its partial text, and
+    # the words two decodes in a row agree on turn final (hubbub.engines.cpu.commits).
+    # Chosen on the tuning half of wer_single (hubbub.evaluation.splits) streamed as one
+    # session (bench/commit_policy.py; word errors of ~160, final p50 after the word):
+    # 1.0 s / greedy: 25, 1.5 s; 1.0 s / beam 5: 25, 1.5 s; 0.64 s / beam 5: 24, 1.2 s.
+    # Greedy decodes agree on their own slips (an utterance's first "And" dropped,
+    # "Corbus"), which can then no longer be mended. Then commit_after_s: 0 s: 24, 1.15 s;
+    # 1.5 s: 21, 1.22 s; 2 s: 23, 1.38 s (holdback 0.5 s instead of 0.3: 23, 1.21 s):
+    # Whisper on an utterance's first second guesses ("And so am I"). Finals only at
+    # utterance ends: 21, 2.4 s. On the test half: 16 errors of 157, 1.26 s, against
+    # 11, 3.24 s at utterance ends: commit="utterance" is the accurate, slower choice.
+    partial_interval_s: float = Field(
+        0.64, gt=0, description="how often the open utterance is decoded again"
+    )
+    commit: Literal["agreement", "utterance"] = Field(
+        "agreement",
+        description="when words turn final: 'agreement' (two decodes in a row agree, while "
+        "the utterance goes on) or 'utterance' (only when it ends)",
+    )
+    commit_holdback_s: float = Field(
+        0.3, ge=0, le=5, description="audio that must follow a word before it turns final"
+    )
+    commit_after_s: float = Field(
+        1.5, ge=0, le=30, description="no word turns final before its utterance is this long"
+    )
+    refresh_window_s: float = Field(
+        5.0, ge=5.0, le=30.0, description="shortest Whisper window for the open utterance"
+    )
+    refresh_beam_size: int = Field(
+        5, ge=1, le=16, description="beam width for the open utterance (1: greedy)"
+    )
     min_partial_s: float = Field(0.6, ge=0, description="no partial for a shorter utterance")
     # Speakers (hubbub.engines.cpu.phrases, .speakers, .spectral): chosen on the tuning
     # half of the shared conversations (hubbub.evaluation.splits).

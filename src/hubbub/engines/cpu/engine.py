@@ -3,15 +3,20 @@
 One ``step`` advances every session in the batch by one chunk: the VAD runs per session
 (its LSTM state is per session); all finished utterances go through Whisper in one
 beam-search call (with word timing), their phrases through the speaker encoder in one
-call, and all due partials through one greedy call. A session's speakers get a first guess
-per segment as it becomes final, and a second look every so often and at the end
-(hubbub.engines.cpu.speakers), which may relabel segments already given out.
+call, and all open utterances due a refresh through one greedy call. That refresh gives
+the partial text and, where two refreshes in a row agree, words that turn final while the
+utterance goes on (hubbub.engines.cpu.commits); the utterance's final decode continues
+from them. A session's speakers get a first guess per segment as it becomes final, a
+better one for the whole utterance when it ends, and a second look every so often and at
+the end (hubbub.engines.cpu.speakers); both may relabel segments already given out.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +28,7 @@ from hubbub.engines.base import (
     EngineUpdate,
     SessionOptions,
 )
+from hubbub.engines.cpu.commits import OpenText, Piece
 from hubbub.engines.cpu.config import CpuEngineConfig
 from hubbub.engines.cpu.embedder import HOP, SpeakerEmbedder, window_starts
 from hubbub.engines.cpu.phrases import Phrase, change_point, merge_short, phrases
@@ -33,7 +39,11 @@ from hubbub.engines.cpu.whisper import AsrResult, WhisperAsr
 from hubbub.transcript import Segment, Word, join_words
 
 PARTIAL_VOICE_S = 3.0  # a partial's speaker is guessed from its last seconds
+PIECE_VOICE_S = 1.6  # an early final's speaker, from at least this much audio up to its end
 MAX_EDGE_S = 0.5  # how far a segment may reach past its words to where speech was heard
+SKIP_S = 0.5  # a decode whose new words start this far past the final ones skipped some
+SILENT_TAIL_S = 1.0  # an utterance's audio past its final words that should hold words
+CATCH_UP_S = 0.5  # a live session further behind than this refreshes less often
 
 
 @dataclass
@@ -44,6 +54,7 @@ class CpuSession(EngineSession):
     speakers: SpeakerTracker = field(default_factory=SpeakerTracker)
     last_partial_at: int = 0
     partial: Segment | None = None
+    open_text: OpenText | None = None  # the open utterance's words already final
 
 
 @dataclass
@@ -51,7 +62,8 @@ class _Final:
     """One finished utterance on its way to segments."""
 
     utterance: Utterance
-    result: AsrResult | None = None
+    text: OpenText  # its words already final, if any
+    words: list[Word] = field(default_factory=list)  # the final decode's, past those
     phrases: list[Phrase] = field(default_factory=list)
     embeddings: np.ndarray | None = None
 
@@ -73,8 +85,32 @@ class _Work:
 
     @property
     def committed_s(self) -> float:
+        """Audio settled in finals: before the open utterance, or its last final word."""
         s = self.session
-        return s.audio_s if self.flushed else s.tracker.settled() / SAMPLE_RATE
+        if self.flushed:
+            return s.audio_s
+        settled = s.tracker.settled() / SAMPLE_RATE
+        if s.open_text is not None and s.open_text.words:
+            return max(settled, s.open_text.end_s)
+        return settled
+
+
+@dataclass
+class _Refresh:
+    """One open utterance decoded again: its partial text, and words turning final."""
+
+    work: _Work
+    utterance: Utterance
+    text_heard: str = ""
+    words: list[Word] = field(default_factory=list)  # past the final ones, session clock
+    tokens: list[list[int]] = field(default_factory=list)  # each word's tokens
+    final: int = 0  # how many of ``words`` turn final now
+
+    @property
+    def text(self) -> OpenText:
+        text = self.work.session.open_text
+        assert text is not None  # an open utterance always has one (CpuEngine._advance)
+        return text
 
 
 class CpuEngine(Engine):
@@ -90,6 +126,7 @@ class CpuEngine(Engine):
             self.config.model, compute_type=self.config.compute_type, threads=self.config.threads
         )
         self.languages = self.asr.languages
+        self.redecoded = 0  # decodes repeated without their prefix (CpuEngine._decode)
 
     def warmup(self) -> None:
         rng = np.random.default_rng(0)
@@ -122,18 +159,30 @@ class CpuEngine(Engine):
         session.tracker = UtteranceTracker(self.config.utterances)
         session.speakers = SpeakerTracker()
         session.partial = None
+        session.open_text = None
 
     # -- one step: advance, finalize, speakers, partials, second looks -------------------
 
     def step(self, batch: Sequence[ChunkInput]) -> list[EngineUpdate]:
+        # A step that raises leaves every session as it was, so that the scheduler can
+        # retry them one by one: what a step changes is copied first (~0.3 ms a session).
+        saved = [copy.deepcopy(item.session.__dict__) for item in batch]
+        try:
+            return self._step(batch)
+        except BaseException:
+            for item, state in zip(batch, saved, strict=True):
+                item.session.__dict__.update(state)
+            raise
+
+    def _step(self, batch: Sequence[ChunkInput]) -> list[EngineUpdate]:
         work = [self._advance(item) for item in batch]
         self._finalize(work)
-        self._partials(work)
+        self._refresh(work)
         for w in work:
             speakers = w.session.speakers
             if speakers.refine_due or (w.flushed and speakers.items):
                 changed = speakers.refine()
-                w.relabel = {sid: speakers.name(label) for sid, label in changed.items()}
+                w.relabel.update({sid: speakers.name(label) for sid, label in changed.items()})
         return [
             EngineUpdate(
                 w.session,
@@ -156,32 +205,90 @@ class CpuEngine(Engine):
         if item.flush:
             utterances += s.tracker.flush()
         open_utt = s.tracker.open_utterance()
+        closed = [_Final(u, self._text_of(s, u, utterances, open_utt)) for u in utterances]
         want_partial = None
         if open_utt is not None:
+            if s.open_text is None or s.open_text.start != open_utt.start:
+                s.open_text = OpenText(open_utt.start)
             # Refresh on the step nearest the interval: with 0.32 s chunks, waiting for a
-            # full 1.0 s made it every 1.28 s.
+            # full 1.0 s made it every 1.28 s. A live session that has fallen behind
+            # refreshes less often until it catches up (finals do not wait for refreshes).
             since = s.samples_in - s.last_partial_at + self.chunk_samples // 2
-            due = since >= self.config.partial_interval_s * SAMPLE_RATE
+            interval = self.config.partial_interval_s + max(0.0, item.behind_s - CATCH_UP_S)
+            due = since >= interval * SAMPLE_RATE
             if due and open_utt.duration_s >= self.config.min_partial_s:
                 want_partial = open_utt
         else:
             s.partial = None
-        return _Work(s, [_Final(u) for u in utterances], want_partial, flushed=item.flush)
+            s.open_text = None
+        return _Work(s, closed, want_partial, flushed=item.flush)
+
+    @staticmethod
+    def _text_of(
+        s: CpuSession, u: Utterance, closed: list[Utterance], open_utt: Utterance | None
+    ) -> OpenText:
+        """The words of a closed utterance already final. Cut at the length bound, the
+        next utterance starts where it ends, and final words said past the cut go on to
+        it as its prefix."""
+        text = s.open_text
+        if text is None or text.start != u.start:
+            return OpenText(u.start)
+        s.open_text = None
+        starts = {x.start for x in closed} | ({open_utt.start} if open_utt else set())
+        if u.end in starts:
+            s.open_text = text.split(u.end_s, u.end)
+        return text
 
     # -- finals: words, phrases, voices, speakers --------------------------------------
 
+    def _decode(
+        self,
+        rows: list[tuple[Utterance, OpenText, str | None]],
+        final: bool,
+        **options: Any,
+    ) -> list[AsrResult]:
+        """Each open or closed utterance decoded on from its final words. Whisper, made
+        to continue from them, now and then skips what follows ("...probably good."
+        then "Thanks.", never "All right."): a row whose new words start well past the
+        final ones, or a closed one with nothing new after a second more of audio, is
+        decoded again whole (its repeated words are dropped later, by their times)."""
+        results = self.asr.transcribe(
+            [u.audio for u, _, _ in rows],
+            languages=[lang for _, _, lang in rows],
+            prefixes=[t.prefix for _, t, _ in rows],
+            **options,
+        )
+
+        def skipped(u: Utterance, t: OpenText, r: AsrResult) -> bool:
+            if not t.words:
+                return False
+            if r.words:
+                return u.start_s + r.words[0].start - t.end_s > SKIP_S
+            return final and u.end_s - t.end_s > SILENT_TAIL_S
+
+        redo = [i for i, (u, t, _) in enumerate(rows) if skipped(u, t, results[i])]
+        again = self.asr.transcribe(
+            [rows[i][0].audio for i in redo], languages=[rows[i][2] for i in redo], **options
+        )
+        for i, result in zip(redo, again, strict=True):
+            results[i] = result
+        self.redecoded += len(redo)
+        return results
+
     def _finalize(self, work: list[_Work]) -> None:
         todo = [(w, f) for w in work for f in w.closed]
-        results = self.asr.transcribe(
-            [f.utterance.audio for _, f in todo],
+        results = self._decode(
+            [(f.utterance, f.text, w.session.options.language) for w, f in todo],
+            final=True,
             beam_size=self.config.beam_size,
             min_window_s=self.config.final_window_s,
-            languages=[w.session.options.language for w, _ in todo],
         )
         for (_, f), result in zip(todo, results, strict=True):
             if not result.looks_hallucinated and result.words:
-                f.result = result
-                f.phrases = self._phrases(f.utterance, self._timed(f.utterance, result.words))
+                words = self._timed(f.utterance, result.words)
+                f.words = words[f.text.echoed(words) :]
+            if f.text.words or f.words:
+                f.phrases = self._phrases(f.utterance, f.text.words + f.words)
         pieces = [self._audio_of(f.utterance, p) for _, f in todo for p in f.phrases]
         vectors = self.embedder.embed_audio(pieces)
         pos = 0
@@ -190,7 +297,7 @@ class CpuEngine(Engine):
             pos += len(f.phrases)
         for w in work:
             for f in w.closed:
-                w.finals += self._segments(w.session, f)
+                w.finals += self._segments(w, f)
 
     @staticmethod
     def _timed(utt: Utterance, words: list[Word]) -> list[Word]:
@@ -236,67 +343,150 @@ class CpuEngine(Engine):
         first, second = Phrase(p.words[:cut]), Phrase(p.words[cut:])
         return self._split_by_voice(utt, first) + self._split_by_voice(utt, second)
 
-    def _segments(self, s: CpuSession, f: _Final) -> list[Segment]:
-        """Each phrase a speaker (first guess); neighbouring phrases of one speaker join."""
-        if f.result is None or f.embeddings is None:
+    def _segments(self, w: _Work, f: _Final) -> list[Segment]:
+        """Each phrase a speaker; the final decode's words become segments, one per run of
+        one speaker; the utterance's early finals take the speaker of most of their words
+        (relabelled if their first guess differs)."""
+        s = w.session
+        if f.embeddings is None or not f.phrases:
             return []
-        groups: list[tuple[int, list[int]]] = []
-        for i, (p, e) in enumerate(zip(f.phrases, f.embeddings, strict=True)):
-            label = s.speakers.assign(e, p.duration)
-            if groups and groups[-1][0] == label:
-                groups[-1][1].append(i)
+        labels = [
+            s.speakers.assign(e, p.duration) for p, e in zip(f.phrases, f.embeddings, strict=True)
+        ]
+        runs: list[list[int]] = []  # phrase indices, one list per run of one speaker
+        for i, label in enumerate(labels):
+            if runs and labels[runs[-1][0]] == label:
+                runs[-1].append(i)
             else:
-                groups.append((label, [i]))
+                runs.append([i])
+        run_of = {id(wd): r for r, idx in enumerate(runs) for i in idx for wd in f.phrases[i].words}
+        members: list[list[str]] = [[] for _ in runs]  # segment ids of each run
+
+        def run_for(words: list[Word]) -> int:
+            weights: dict[int, float] = {}
+            for word in words:
+                if id(word) in run_of:
+                    r = run_of[id(word)]
+                    weights[r] = weights.get(r, 0.0) + max(word.end - word.start, 0.02)
+            return max(weights, key=weights.__getitem__) if weights else -1
+
+        for piece in f.text.pieces:
+            r = run_for(piece.words)
+            if r >= 0:
+                members[r].append(piece.segment_id)
+                label = labels[runs[r][0]]
+                if label != piece.speaker:
+                    w.relabel[piece.segment_id] = s.speakers.name(label)
         # Whisper's word times run late at the edges; the VAD knows where speech began and
         # ended: an utterance's first and last segments reach out to it (a little).
         pad = self.config.utterances.speech_pad_s
         utt = f.utterance
-        speech = (utt.start_s + pad, utt.start_s + utt.duration_s - pad)
+        speech = (utt.start_s + pad, utt.end_s - pad)
+        groups: list[tuple[int, list[Word]]] = []
+        for word in f.words:
+            r = run_of[id(word)]
+            if groups and groups[-1][0] == r:
+                groups[-1][1].append(word)
+            else:
+                groups.append((r, [word]))
         out = []
-        for n, (label, idx) in enumerate(groups):
-            words = [w for i in idx for w in f.phrases[i].words]
+        for n, (r, words) in enumerate(groups):
             start, end = words[0].start, words[-1].end
-            if n == 0:
+            if n == 0 and not f.text.words:
                 start = max(min(start, speech[0]), start - MAX_EDGE_S)
             if n == len(groups) - 1:
                 end = min(max(end, speech[1]), end + MAX_EDGE_S)
             seg = Segment(
                 id=s.next_segment_id(),
-                speaker=s.speakers.name(label),
+                speaker=s.speakers.name(labels[runs[r][0]]),
                 start=round(start, 3),
                 end=round(end, 3),
                 text=join_words(words),
                 words=words,
             )
+            members[r].append(seg.id)
+            out.append(seg)
+        # The second looks cluster runs: more speech per item than a segment may hold.
+        for r, idx in enumerate(runs):
             durations = np.array([f.phrases[i].duration for i in idx])
             voice = unit((f.embeddings[idx] * durations[:, None]).sum(axis=0))
-            s.speakers.remember(seg.id, voice, float(durations.sum()), label)
-            out.append(seg)
+            s.speakers.remember(members[r], voice, float(durations.sum()), labels[idx[0]])
         return out
 
-    # -- partials ---------------------------------------------------------------------
+    # -- the open utterance: partial text and words that turn final early ---------------
 
-    def _partials(self, work: list[_Work]) -> None:
-        todo = [w for w in work if w.want_partial is not None]
-        utts = [w.want_partial for w in todo if w.want_partial is not None]
-        results = self.asr.transcribe(
-            [u.audio for u in utts],
-            beam_size=1,
-            word_timestamps=False,
-            languages=[w.session.options.language for w in todo],
+    def _refresh(self, work: list[_Work]) -> None:
+        early = self.config.commit == "agreement"
+        rows = [_Refresh(w, w.want_partial) for w in work if w.want_partial is not None]
+        results = self._decode(
+            [(r.utterance, r.text, r.work.session.options.language) for r in rows],
+            final=False,
+            beam_size=self.config.refresh_beam_size,
+            min_window_s=self.config.refresh_window_s,
+            word_timestamps=early,
         )
-        tail = int(PARTIAL_VOICE_S * SAMPLE_RATE)
-        voices = self.embedder.embed_audio([u.audio[-tail:] for u in utts])
-        for w, utt, result, voice in zip(todo, utts, results, voices, strict=True):
-            s = w.session
-            s.last_partial_at = s.samples_in
+        holdback, after = self.config.commit_holdback_s, self.config.commit_after_s
+        heard: list[_Refresh] = []
+        for r, result in zip(rows, results, strict=True):
+            r.work.session.last_partial_at = r.work.session.samples_in
             if result.looks_hallucinated or not result.text:
+                r.text.guess = []  # nothing to agree with next time
+                continue
+            r.text_heard = result.text
+            words = self._timed(r.utterance, result.words)
+            echo = r.text.echoed(words)
+            r.words, r.tokens = words[echo:], result.word_tokens[echo:]
+            if early:
+                r.final = r.text.to_commit(r.words, r.utterance.end_s, holdback, after)
+            heard.append(r)
+        # One encoder call for every voice this needs: each open utterance's latest seconds
+        # (the partial's speaker), and each early final's, up to its end.
+        tail = int(PARTIAL_VOICE_S * SAMPLE_RATE)
+        clips = [r.utterance.audio[-tail:] for r in heard]
+        clips += [
+            self._voice_before(r.utterance, r.words[r.final - 1].end) for r in heard if r.final
+        ]
+        voices = self.embedder.embed_audio(clips)
+        piece_voices = iter(voices[len(heard) :])
+        for r, voice in zip(heard, voices, strict=False):
+            s = r.work.session
+            if r.final:
+                r.work.finals.append(self._commit(s, r, next(piece_voices)))
+            rest = r.words[r.final :]
+            if early and not rest:
+                s.partial = None
                 continue
             guess = s.speakers.peek(voice) if voice.any() else max(0, s.speakers.next_label - 1)
             s.partial = Segment(
                 id=f"{s.id}-partial",
                 speaker=s.speakers.name(guess),
-                start=round(utt.start_s, 3),
-                end=round(utt.start_s + utt.duration_s, 3),
-                text=result.text,
+                start=round(rest[0].start if rest else r.utterance.start_s, 3),
+                end=round(r.utterance.end_s, 3),
+                text=join_words(rest) if early else r.text_heard,
             )
+
+    def _commit(self, s: CpuSession, r: _Refresh, voice: np.ndarray) -> Segment:
+        """Words final before their utterance ends: a segment, with the speaker their
+        voice suggests now (the utterance's end takes a better look)."""
+        words = r.words[: r.final]
+        label = s.speakers.peek(voice) if voice.any() else max(0, s.speakers.next_label - 1)
+        start = words[0].start
+        if not r.text.words:  # the utterance's first words reach back to where speech began
+            speech_start = r.utterance.start_s + self.config.utterances.speech_pad_s
+            start = max(min(start, speech_start), start - MAX_EDGE_S)
+        seg = Segment(
+            id=s.next_segment_id(),
+            speaker=s.speakers.name(label),
+            start=round(start, 3),
+            end=round(words[-1].end, 3),
+            text=join_words(words),
+            words=words,
+        )
+        r.text.add(Piece(seg.id, label, words), r.tokens[: r.final])
+        return seg
+
+    @staticmethod
+    def _voice_before(utt: Utterance, end_s: float) -> np.ndarray:
+        """The utterance's audio up to ``end_s``: its last PIECE_VOICE_S at least."""
+        b = int((end_s - utt.start_s) * SAMPLE_RATE)
+        return utt.audio[max(0, b - int(PIECE_VOICE_S * SAMPLE_RATE)) : max(b, 0)]

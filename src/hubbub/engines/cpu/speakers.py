@@ -121,9 +121,12 @@ class SpeakerTracker:
         self.sums[label] = self.sums.get(label, np.zeros_like(embedding)) + embedding * duration
         self.seconds[label] = self.seconds.get(label, 0.0) + duration
 
-    def remember(self, segment_id: str, embedding: np.ndarray, duration: float, label: int) -> None:
-        """Keep a segment for the next second look."""
-        self.items.append(Item([segment_id], embedding, duration, label))
+    def remember(
+        self, segment_ids: list[str], embedding: np.ndarray, duration: float, label: int
+    ) -> None:
+        """Keep a stretch of one speaker's speech (and the segments it holds) for the next
+        second look."""
+        self.items.append(Item(list(segment_ids), embedding, duration, label))
         self.since_refine_s += duration
         while len(self.items) > self.max_items:
             self._merge_oldest()

@@ -34,6 +34,15 @@ class Utterance:
     def duration_s(self) -> float:
         return len(self.audio) / SAMPLE_RATE
 
+    @property
+    def end(self) -> int:
+        """Absolute sample index just past the last sample."""
+        return self.start + len(self.audio)
+
+    @property
+    def end_s(self) -> float:
+        return self.end / SAMPLE_RATE
+
 
 @dataclass
 class UtteranceTracker:

@@ -13,7 +13,7 @@ import gzip
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ctranslate2
@@ -39,17 +39,23 @@ MIN_WINDOW_S = 5.0
 WINDOW_BUCKETS_S = (5.0, 8.0, 12.0, 18.0, MAX_WINDOW_S)
 # Tokens a decode may spend beyond max_tokens_per_s (the opening timestamp and a spare).
 TOKEN_SLACK = 2
+MAX_TEXT_TOKENS = 448  # Whisper's decoder context
+PAST_END_S = 0.1  # an aligned word starting this close to the end is not in the audio
 PUNCTUATION_BEFORE = "\"'“¿([{-"
 PUNCTUATION_AFTER = "\"'.。,，!！?？:：”)]}、"
 
 
 @dataclass
 class AsrResult:
+    """What one decode heard past its prefix: text, timed words (when asked) and each
+    word's tokens (a later decode's prefix is made of them)."""
+
     text: str
     words: list[Word]
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
+    word_tokens: list[list[int]] = field(default_factory=list)
 
     @property
     def looks_hallucinated(self) -> bool:
@@ -198,12 +204,16 @@ class WhisperAsr:
         max_tokens_per_s: float = 6.0,
         min_window_s: float = MIN_WINDOW_S,
         languages: Sequence[str | None] | None = None,
+        prefixes: Sequence[Sequence[int]] | None = None,
     ) -> list[AsrResult]:
         """Transcribe a batch of utterances (each <= 30 s) in one encoder + decoder call.
 
         ``min_window_s`` trades cost for accuracy: Whisper was trained on 30 s windows and
         transcribes short audio better on a longer one (see CpuEngineConfig.final_window_s).
         ``languages``: each utterance's language (None: detected, on a multilingual model).
+        ``prefixes``: text tokens each utterance's text must begin with (words already
+        final); the decode continues from them, with the whole audio in view, and a result
+        holds only what follows.
 
         Utterances whose decoding never closed its segment (a repetition loop running
         into the token cap) are decoded again on a full 30 s window, where Whisper was
@@ -212,15 +222,20 @@ class WhisperAsr:
         if not audios:
             return []
         langs = list(languages) if languages is not None else [None] * len(audios)
+        forced = [list(p) for p in prefixes] if prefixes is not None else [[] for _ in audios]
         results: list[AsrResult | None] = [None] * len(audios)
         retry: list[int] = []
-        buckets: dict[float, list[int]] = {}
+        # One generate call per window size, and per mode: rows with a prefix decode
+        # without timestamps (see _run), and CTranslate2 wants one task-token count per call.
+        buckets: dict[tuple[float, bool], list[int]] = {}
         for i, audio in enumerate(audios):
-            buckets.setdefault(self.window_for(len(audio), min_window_s), []).append(i)
-        for window, rows in buckets.items():
+            key = (self.window_for(len(audio), min_window_s), bool(forced[i]))
+            buckets.setdefault(key, []).append(i)
+        for (window, _), rows in buckets.items():
             got, closed = self._run(
                 [audios[i] for i in rows],
                 [langs[i] for i in rows],
+                [forced[i] for i in rows],
                 window,
                 beam_size,
                 word_timestamps,
@@ -230,16 +245,20 @@ class WhisperAsr:
                 results[i] = result
                 if not ok:
                     retry.append(i)
-        if retry:
+        for mode in (False, True):
+            rows = [i for i in retry if bool(forced[i]) == mode]
+            if not rows:
+                continue
             again, _ = self._run(
-                [audios[i] for i in retry],
-                [langs[i] for i in retry],
+                [audios[i] for i in rows],
+                [langs[i] for i in rows],
+                [forced[i] for i in rows],
                 MAX_WINDOW_S,
                 beam_size,
                 word_timestamps,
                 max_tokens_per_s,
             )
-            for i, result in zip(retry, again, strict=True):
+            for i, result in zip(rows, again, strict=True):
                 results[i] = result
         return [r for r in results if r is not None]
 
@@ -247,6 +266,7 @@ class WhisperAsr:
         self,
         audios: list[np.ndarray],
         asked: list[str | None],
+        prefixes: list[list[int]],
         window_s: float,
         beam_size: int,
         word_timestamps: bool,
@@ -258,18 +278,24 @@ class WhisperAsr:
         full_window = encoded.shape[2] >= MAX_WINDOW_S * FRAMES_PER_S
         # Timestamp mode: Whisper marks where its text ends, so text it places past the
         # end of the audio (a loop into the padding) can be cut, and a segment that never
-        # closes gives a loop away.
+        # closes gives a loop away. Not after a prefix, though: there a beam search
+        # would close the segment at the next comma and stop, dropping the rest of the
+        # audio (seen on MFA/acoustic_corpus); without timestamps it goes on.
+        starts = [
+            list(self._tokenizer(lang).sot_sequence) + ([tok.no_timestamps] if p else [])
+            for lang, p in zip(langs, prefixes, strict=True)
+        ]
         # The budget follows the window (the most audio its bucket holds), not the batch's
         # longest utterance, so an utterance decodes the same in any batch.
         budget = int(TOKEN_SLACK + max_tokens_per_s * (window_s - WINDOW_MARGIN_S))
         generated = self.model.generate(
             encoded,
-            [list(self._tokenizer(lang).sot_sequence) for lang in langs],
+            [start + p for start, p in zip(starts, prefixes, strict=True)],
             beam_size=beam_size,
             # CTranslate2 (4.8) stops Whisper after max_length // 2 new tokens (measured:
             # 8 -> 4, 40 -> 20, 100 -> 50), which cut fast speech at ~4 tokens/s. Ask for
             # twice the budget; the per-utterance cap below bounds the text.
-            max_length=2 * budget,
+            max_length=min(MAX_TEXT_TOKENS, 2 * budget + max(map(len, prefixes))),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -279,15 +305,19 @@ class WhisperAsr:
         token_lists: list[list[int]] = []
         results: list[AsrResult] = []
         closed: list[bool] = []
-        for res, n_frames in zip(generated, lengths, strict=True):
+        for res, n_frames, p in zip(generated, lengths, prefixes, strict=True):
             ids = res.sequences_ids[0]
-            # The cap applies per utterance: a short one cannot borrow a long one's budget.
+            if p and ids[: len(p)] == p:  # CTranslate2 hands the prefix back first
+                ids = ids[len(p) :]
+            # The cap applies per utterance: a short one cannot borrow a long one's budget,
+            # and words already final count against it.
             cap = int(TOKEN_SLACK + max_tokens_per_s * n_frames / FRAMES_PER_S)
+            cap = max(cap - len(p), TOKEN_SLACK + 4)
             # A loop runs into the cap without closing its segment. A decode that stopped
             # on its own is fine even without a closing timestamp: audio cut mid-word (every
             # partial) often ends that way, and re-decoding it on 30 s only costs time.
             tokens = self._text_within(ids[:cap], n_frames / FRAMES_PER_S)
-            stopped = len(ids) < cap or ids[-1] >= tok.timestamp_begin
+            stopped = len(ids) < cap or (bool(ids) and ids[-1] >= tok.timestamp_begin)
             # A loop can also close itself ("8. The Press Yard 8. The Press Yard<t>"):
             # text that repeats a run of tokens back to back is decoded again too.
             closed.append(full_window or (stopped and not _repeats(tokens)))
@@ -300,10 +330,11 @@ class WhisperAsr:
                     avg_logprob=res.scores[0] / max(1, len(tokens)) if res.scores else 0.0,
                     no_speech_prob=res.no_speech_prob,
                     compression_ratio=_compression_ratio(text),
+                    word_tokens=_word_tokens(tok, tokens),
                 )
             )
         if word_timestamps:
-            self._add_words(encoded, token_lists, lengths, results, langs)
+            self._add_words(encoded, prefixes, token_lists, lengths, results, langs)
         return results, closed
 
     def _text_within(self, ids: list[int], duration_s: float) -> list[int]:
@@ -321,13 +352,15 @@ class WhisperAsr:
     def _add_words(
         self,
         encoded: ctranslate2.StorageView,
+        prefixes: list[list[int]],
         token_lists: list[list[int]],
         lengths: list[int],
         results: list[AsrResult],
         langs: list[str | None],
     ) -> None:
         # align() takes one start sequence (one language) and a token per row: rows go by
-        # language, those that decoded to nothing are left out.
+        # language, those that decoded to nothing are left out. A prefix is aligned too,
+        # so the words after it are placed with all the text before them.
         groups: dict[str | None, list[int]] = {}
         for i, tokens in enumerate(token_lists):
             if tokens:
@@ -341,43 +374,89 @@ class WhisperAsr:
             aligned = self.model.align(
                 rows,
                 tok.sot_sequence,
-                [token_lists[i] for i in todo],
+                [prefixes[i] + token_lists[i] for i in todo],
                 [lengths[i] for i in todo],
                 median_filter_width=7,
             )
             for i, alignment in zip(todo, aligned, strict=True):
-                results[i].words = _words_from_alignment(tok, token_lists[i], alignment)
+                timed = _words_from_alignment(tok, token_lists[i], alignment, len(prefixes[i]))
+                if prefixes[i]:
+                    timed = _within_audio(timed, lengths[i] / FRAMES_PER_S)
+                    results[i].text = "".join(w.text for w, _ in timed).strip()
+                results[i].words = [w for w, _ in timed]
+                results[i].word_tokens = [t for _, t in timed]
+
+    def align(self, audio: np.ndarray, text: str, language: str | None = None) -> list[Word]:
+        """``text`` placed on ``audio`` (<= 30 s, cross-attention DTW): where each of its
+        words is said. For references, when a benchmark needs to know when a word ended."""
+        tok = self._tokenizer(language)
+        tokens = tok.encode(" " + text.strip())
+        encoded, lengths = self._encode([audio], MAX_WINDOW_S)
+        if not tokens:
+            return []
+        aligned = self.model.align(
+            encoded, tok.sot_sequence, [tokens], lengths, median_filter_width=7
+        )
+        return [w for w, _ in _words_from_alignment(tok, tokens, aligned[0])]
 
 
-def _words_from_alignment(tok: Tokenizer, tokens: list[int], aligned) -> list[Word]:
-    """Turn token-level DTW alignment into timed words with confidences."""
+def _word_tokens(tok: Tokenizer, tokens: list[int]) -> list[list[int]]:
+    """Each word's tokens (stand-alone punctuation joined to the word before it)."""
+    words, groups = tok.split_to_word_tokens([*tokens, tok.eot])
+    blank = Word(text="", start=0.0, end=0.0)
+    pairs = [
+        (blank.model_copy(update={"text": w}), g)
+        for w, g in zip(words[:-1], groups[:-1], strict=True)
+    ]
+    return [g for _, g in _merge_punctuation(pairs)]
+
+
+def _words_from_alignment(
+    tok: Tokenizer, tokens: list[int], aligned, skip: int = 0
+) -> list[tuple[Word, list[int]]]:
+    """Timed words, with confidences and their tokens, from a token-level DTW alignment
+    of ``skip`` prefix tokens followed by ``tokens``; only the words of ``tokens``."""
     words, word_tokens = tok.split_to_word_tokens([*tokens, tok.eot])
     if len(word_tokens) <= 1:
         return []
     text_idx = np.array([p[0] for p in aligned.alignments])
     time_idx = np.array([p[1] for p in aligned.alignments])
     probs = np.asarray(aligned.text_token_probs)
-    bounds = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
+    bounds = skip + np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
     jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
     jump_times = time_idx[jumps] / TOKENS_PER_S
-    out: list[Word] = []
+    out: list[tuple[Word, list[int]]] = []
     for k, text in enumerate(words[:-1]):
         a, b = bounds[k], bounds[k + 1]
         start = float(jump_times[min(a, len(jump_times) - 1)])
         end = float(jump_times[min(b, len(jump_times) - 1)])
         conf = float(np.mean(probs[a:b])) if b > a and len(probs) >= b else 1.0
-        out.append(Word(text=text, start=start, end=max(end, start), confidence=conf))
+        word = Word(text=text, start=start, end=max(end, start), confidence=conf)
+        out.append((word, list(word_tokens[k])))
     return _merge_punctuation(out)
 
 
-def _merge_punctuation(words: list[Word]) -> list[Word]:
-    """Attach stand-alone punctuation to its neighbouring word."""
-    merged: list[Word] = []
-    for w in words:
+def _within_audio(
+    timed: list[tuple[Word, list[int]]], duration_s: float
+) -> list[tuple[Word, list[int]]]:
+    """Without timestamps (after a prefix) nothing marks text Whisper adds past the end of
+    the audio (an echo of the prefix, a loop), but the alignment squeezes such words into
+    the last frames: they go."""
+    out = list(timed)
+    while out and out[-1][0].start >= duration_s - PAST_END_S:
+        out.pop()
+    return out
+
+
+def _merge_punctuation(words: list[tuple[Word, list[int]]]) -> list[tuple[Word, list[int]]]:
+    """Attach stand-alone punctuation (and its tokens) to the word before it."""
+    merged: list[tuple[Word, list[int]]] = []
+    for w, tokens in words:
         bare = w.text.strip()
         if merged and bare and all(ch in PUNCTUATION_AFTER for ch in bare):
-            prev = merged[-1]
-            merged[-1] = prev.model_copy(update={"text": prev.text + w.text.strip()})
+            prev, prev_tokens = merged[-1]
+            text = prev.text + bare
+            merged[-1] = (prev.model_copy(update={"text": text}), prev_tokens + tokens)
         else:
-            merged.append(w)
-    return [w for w in merged if w.text.strip()]
+            merged.append((w, tokens))
+    return [(w, t) for w, t in merged if w.text.strip()]
