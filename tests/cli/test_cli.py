@@ -232,7 +232,15 @@ def test_eval_prints_a_table_and_writes_json(
 
     data = json.loads(results.read_text())
     summary, files = data["summary"], data["files"]
-    assert set(summary) == {"wer_single", "diar_multi_rttm_only", "all"}
+    # the single-speaker clips alternate between a tuning and a test half
+    assert set(summary) == {
+        "wer_single",
+        "wer_single/tune",
+        "wer_single/test",
+        "diar_multi_rttm_only",
+        "all",
+    }
+    assert summary["wer_single/tune"]["files"] == summary["wer_single/test"]["files"] == 1
     for row in summary.values():
         assert {"files", "wer", "der", "cpwer", "speaker_count_exact"} <= set(row)
     assert summary["all"]["files"] == 3

@@ -197,3 +197,44 @@ def test_bench_load_and_relay_modes_on_real_servers(tmp_path: Path, speech_dir: 
     assert run.returncode == 0, run.stderr
     r = json.loads(relay.read_text())["relay"]
     assert r["pings"] == 300 and r["relay_p50_ms"] > 0
+
+
+def test_bench_latency_mode_times_every_word_on_a_real_server(
+    tmp_path: Path, speech_dir: Path
+) -> None:
+    """Two clips at the pace of speech through a transcriber process: every reference
+    word is found, shown before (or when) it turns final, and scored."""
+    out = tmp_path / "latency.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hubbub",
+            "bench",
+            "--mode",
+            "latency",
+            "--streams",
+            "1",
+            "--half",
+            "all",
+            "--limit",
+            "2",
+            "--data",
+            str(speech_dir),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "word final after it was said" in run.stdout
+    lat = json.loads(out.read_text())["latency"]
+    manifest = json.loads((speech_dir / "manifest.json").read_text())
+    refs = [e for e in manifest if e["category"] == "wer_single"][:2]
+    n_words = sum(len((speech_dir / e["ref_text"]).read_text().split()) for e in refs)
+    assert lat["streams"] == 1 and lat["words"] == n_words
+    assert lat["wer"] <= 0.25
+    assert 0 < lat["visible_p50_s"] <= lat["commit_p50_s"]
+    assert lat["cores"] > 0 and lat["peak_rss_mb"] > 100

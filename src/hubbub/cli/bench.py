@@ -14,8 +14,8 @@ from rich.table import Table
 from hubbub.audio import AudioError
 from hubbub.cli.common import fail, native_stderr_silenced, settings_from
 
-Mode = Literal["realtime", "wer", "load", "relay", "all"]
-MODES = ("realtime", "wer", "load", "relay", "all")
+Mode = Literal["realtime", "wer", "load", "relay", "latency", "all"]
+MODES = ("realtime", "wer", "load", "relay", "latency", "all")
 
 
 def _default_data() -> Path | None:
@@ -37,7 +37,8 @@ def bench(
     mode: Annotated[
         str,
         typer.Option(
-            help="realtime (engine) | wer | load (real servers) | relay (web app overhead) | all"
+            help="realtime (engine) | wer | load (real servers) | relay (web app overhead) | "
+            "latency (when words show and turn final, real server) | all"
         ),
     ] = "realtime",
     streams: Annotated[int, typer.Option(min=1, max=64, help="Concurrent live streams")] = 2,
@@ -49,18 +50,30 @@ def bench(
         typer.Option(help="Folder with manifest.json (default: $HUBBUB_SPEECH_DATA)"),
     ] = None,
     category: Annotated[str, typer.Option(help="wer mode: manifest category")] = "wer_single",
-    limit: Annotated[int | None, typer.Option(min=1, help="wer mode: first N entries")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="wer and latency modes: first N entries")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Whisper model name or CT2 dir")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON")] = None,
     via_web: Annotated[
         bool, typer.Option(help="load mode: stream through the web app's relay, as browsers do")
     ] = False,
+    half: Annotated[
+        str, typer.Option(help="latency mode: clips of the 'tune' or 'test' half, or 'all'")
+    ] = "test",
+    server_env: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="latency mode: a server setting, HUBBUB_X=value (repeat)"),
+    ] = None,
 ) -> None:
     """Benchmark the engine: N concurrent real-time streams, and/or WER vs whole files."""
     if mode not in MODES:
         fail(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode in ("load", "relay"):
         _bench_servers(mode, files, streams, seconds, data, json_out, via_web)
+        return
+    if mode == "latency":
+        _bench_latency(streams, data, category, half, limit, server_env or [], json_out)
         return
     from hubbub.engines.factory import create_engine
     from hubbub.evaluation import benchmark
@@ -273,4 +286,78 @@ def _bench_servers(
             )
         console.print(table)
     if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _bench_latency(
+    streams: int,
+    data: Path | None,
+    category: str,
+    half: str,
+    limit: int | None,
+    settings: list[str],
+    json_out: Path | None,
+) -> None:
+    """Word commit and first-visible latency of N real-time streams on a real server."""
+    from hubbub.evaluation import word_latency
+    from hubbub.evaluation.runner import load_manifest
+    from hubbub.evaluation.splits import split_of
+
+    root = data or _default_data()
+    if root is None or not (root / "manifest.json").is_file():
+        fail("no speech data: pass --data DIR (a folder with manifest.json)")
+    if half not in ("tune", "test", "all"):
+        fail(f"--half must be tune, test or all, not {half!r}")
+    env = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("HUBBUB_"):
+            fail(f"--set takes HUBBUB_NAME=value, not {item!r}")
+        env[key] = value
+    try:
+        entries = load_manifest(root / "manifest.json", [category])
+    except (ValueError, OSError) as exc:
+        fail(f"{root / 'manifest.json'}: not a usable manifest ({exc})")
+    entries = [e for e in entries if e.get("ref_text") and half in ("all", split_of(e["id"]))]
+    entries = entries[:limit]
+    if not entries:
+        fail(f"no clips with a reference text in {category!r} ({half} half)")
+    console = Console()
+    console.print(
+        f"[dim]{streams} stream(s) of {len(entries)} clips ({category}, {half} half) at the "
+        "pace of speech against a transcriber process...[/]",
+        highlight=False,
+    )
+    with native_stderr_silenced():
+        res = word_latency.run(entries, root, streams, env)
+    s = res.summary()
+    table = Table(
+        title=f"hubbub bench: when words show and turn final, {streams} stream(s) "
+        f"x {s['audio_s_per_stream']:.0f} s, {s['words']} words in all"
+    )
+    for col in ("figure", "p50", "p95", "target"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    table.add_row(
+        "word final after it was said",
+        _s(s["commit_p50_s"]),
+        _s(s["commit_p95_s"]),
+        "p50 <= 2 s, p95 <= 4 s",
+    )
+    table.add_row(
+        "word first shown after it was said",
+        _s(s["visible_p50_s"]),
+        _s(s["visible_p95_s"]),
+        "p50 <= 0.7 s",
+    )
+    table.add_row("lag behind the audio", "", _s(s["lag_p95_s"]), "")
+    cost = Table(show_header=True)
+    cost.add_column("cost and accuracy")
+    cost.add_column("value", justify="right")
+    cost.add_row("WER of the finals", f"{100 * s['wer']:.1f}%")
+    cost.add_row("server CPU cores", f"{s['cores']:.2f}")
+    cost.add_row("server peak RSS", f"{s['peak_rss_mb']:.0f} MB")
+    console.print(table)
+    console.print(cost)
+    if json_out is not None:
+        report = {"machine": {"cpus": os.cpu_count(), "load_avg": _load()}, "latency": s}
         json_out.write_text(json.dumps(report, indent=2) + "\n")
