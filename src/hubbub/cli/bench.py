@@ -275,7 +275,12 @@ def _bench_servers(
             "< +5%",
         )
         table.add_row(
-            "final text identical to the stream alone", f"{res.identical} of {res.streams}", "all"
+            "final words identical to the stream alone", f"{res.identical} of {res.streams}", ""
+        )
+        table.add_row(
+            "final words against the stream alone (WER)",
+            " / ".join(f"{100 * p['wer_vs_alone']:.1f}%" for p in res.per_stream),
+            "",
         )
         agree = [p["speakers_agree"] for p in res.per_stream if p["speakers_agree"] is not None]
         if agree:
