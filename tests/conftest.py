@@ -57,3 +57,12 @@ def transcriber_url(cpu_engine, tmp_path_factory):
     )
     with serve(create_app(settings, engine=cpu_engine)) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session's tests (Debian's package)."""
+    from support.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server

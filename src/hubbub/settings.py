@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=1, le=65535)
     data_dir: str = Field("./data", description="Where the SQLite transcript store lives")
+    database_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="the transcript store's database instead of SQLite in data_dir, e.g. "
+        "postgresql://user:password@host/db (replicas that share one store)",
+    )
     max_sessions: int = Field(0, ge=0, description="Live sessions admitted; 0 = engine's own")
     max_buffer_s: float = Field(30.0, gt=0, description="Audio a session may queue")
     max_frame_bytes: int = Field(1 << 20, gt=0)

@@ -46,11 +46,9 @@ class Service:
             metrics.step_batch.observe(batch)
 
         scheduler = Scheduler(engine, settings.max_sessions, settings.max_buffer_s, on_step=on_step)
-        store_path = (
-            ":memory:" if settings.data_dir == ":memory:" else Path(settings.data_dir) / "hubbub.db"
-        )
+        store = TranscriptStore(settings.database_url or _sqlite_path(settings.data_dir))
         keyring = Keyring.from_settings(settings)
-        return cls(settings, engine, scheduler, TranscriptStore(store_path), metrics, keyring)
+        return cls(settings, engine, scheduler, store, metrics, keyring)
 
     @property
     def limits(self) -> Limits:
@@ -73,3 +71,7 @@ class Service:
     @staticmethod
     def new_session_id() -> str:
         return uuid.uuid4().hex[:16]
+
+
+def _sqlite_path(data_dir: str) -> str | Path:
+    return ":memory:" if data_dir == ":memory:" else Path(data_dir) / "hubbub.db"

@@ -1,47 +1,27 @@
-"""The transcript store: embedded SQLite, every final segment written as it is produced.
+"""The transcript store: every final segment written as it is produced.
 
 Survives reconnects and restarts: a session's finals can be listed, fetched, exported
-and deleted at any time. One connection serialised by a lock (writes are tiny).
+and deleted at any time. Embedded SQLite by default; PostgreSQL (``database_url``) when
+several transcriber replicas share one store. SQLAlchemy Core speaks both; the schema is
+versioned by Alembic migrations (``hubbub/transcriber/migrations``), applied on open.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hubbub.transcript import Segment, Transcript
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    engine TEXT NOT NULL,
-    source TEXT NOT NULL,
-    status TEXT NOT NULL,
-    audio_s REAL NOT NULL DEFAULT 0,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    speaker_names TEXT NOT NULL DEFAULT '{}',
-    tenant TEXT NOT NULL DEFAULT 'local',
-    token_hash TEXT NOT NULL DEFAULT '',
-    committed_s REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS segments (
-    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    ord INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    id TEXT NOT NULL,
-    start REAL NOT NULL,
-    body TEXT NOT NULL,
-    relabel_seq INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (session_id, ord)
-);
-"""
+from hubbub.transcriber.schema import segments, sessions, upgrade
+from hubbub.transcript import Segment, Transcript
 
 
 @dataclass(frozen=True)
@@ -67,99 +47,130 @@ class SessionInfo:
         return out
 
 
-class TranscriptStore:
-    def __init__(self, path: str | Path = ":memory:") -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        self._migrate()
-        self._lock = threading.Lock()
+def database_url(location: str | Path) -> str:
+    """A SQLAlchemy URL for a store location: a URL as given (``postgresql://`` goes
+    through psycopg 3), else a SQLite file path, or ``:memory:``."""
+    text = str(location)
+    if text == ":memory:":
+        return "sqlite://"
+    if "://" not in text:
+        return f"sqlite:///{Path(text).resolve()}"
+    scheme, rest = text.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    return text
 
-    def _migrate(self) -> None:
-        """Bring a store written by an older version up to this schema."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
-        added = {
-            "speaker_names": "TEXT NOT NULL DEFAULT '{}'",
-            "tenant": "TEXT NOT NULL DEFAULT 'local'",
-            "token_hash": "TEXT NOT NULL DEFAULT ''",
-            "committed_s": "REAL NOT NULL DEFAULT 0",
-        }
-        for name, kind in added.items():
-            if name not in columns:
-                self._db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(segments)")}
-        if "relabel_seq" not in columns:
-            self._db.execute(
-                "ALTER TABLE segments ADD COLUMN relabel_seq INTEGER NOT NULL DEFAULT 0"
-            )
+
+def _greatest(column: sa.ColumnElement, value: float | int) -> sa.ColumnElement:
+    """The larger of a column and a value, in any dialect (SQLite has no GREATEST)."""
+    return sa.case((column < value, value), else_=column)
+
+
+class TranscriptStore:
+    def __init__(self, location: str | Path = ":memory:") -> None:
+        url = database_url(location)
+        self.dialect = url.split(":", 1)[0].split("+", 1)[0]
+        self._engine = _connect(url)
+        with self._engine.begin() as conn:
+            upgrade(conn)
+        # SQLite takes one writer at a time; one lock per process keeps writers from
+        # waiting on each other's file locks (writes are tiny). PostgreSQL needs none.
+        self._lock = threading.Lock() if self.dialect == "sqlite" else _NoLock()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._engine.dispose()
+
+    def _begin(self) -> AbstractContextManager[Connection]:
+        return self._engine.begin()
 
     def create(
         self, session_id: str, engine: str, source: str, tenant: str, token_hash: str = ""
     ) -> None:
         now = time.time()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO sessions (id, created, updated, engine, source, status, tenant,"
-                " token_hash) VALUES (?, ?, ?, ?, ?, 'live', ?, ?)",
-                (session_id, now, now, engine, source, tenant, token_hash),
+        with self._lock, self._begin() as c:
+            c.execute(
+                sessions.insert().values(
+                    id=session_id,
+                    created=now,
+                    updated=now,
+                    engine=engine,
+                    source=source,
+                    status="live",
+                    tenant=tenant,
+                    token_hash=token_hash,
+                )
             )
 
     def exists(self, session_id: str) -> bool:
-        with self._lock:
-            row = self._db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        with self._begin() as c:
+            row = c.execute(sa.select(sessions.c.id).where(sessions.c.id == session_id)).first()
         return row is not None
 
     def add_finals(
         self,
         session_id: str,
         seq: int,
-        segments: Iterable[Segment],
+        segments_: Iterable[Segment],
         audio_s: float,
         committed_s: float | None = None,
     ) -> None:
         """Append finals sent in update ``seq`` (one transaction, so a crash keeps all or
         none), and how far the session's audio is settled with them."""
-        rows = list(segments)
-        with self._lock:
-            self._db.execute("BEGIN")
-            (count,) = self._db.execute(
-                "SELECT COUNT(*) FROM segments WHERE session_id = ?", (session_id,)
-            ).fetchone()
-            self._db.executemany(
-                "INSERT INTO segments (session_id, ord, seq, id, start, body) VALUES (?,?,?,?,?,?)",
-                [
-                    (session_id, count + i, seq, s.id, s.start, s.model_dump_json())
-                    for i, s in enumerate(rows)
-                ],
+        rows = list(segments_)
+        s = sessions.c
+        with self._lock, self._begin() as c:
+            # The session row is locked first (PostgreSQL), so two writers of one session
+            # cannot number their finals alike.
+            c.execute(sa.select(s.id).where(s.id == session_id).with_for_update())
+            count = c.execute(
+                sa.select(sa.func.count()).where(segments.c.session_id == session_id)
+            ).scalar_one()
+            if rows:
+                c.execute(
+                    segments.insert(),
+                    [
+                        {
+                            "session_id": session_id,
+                            "ord": count + i,
+                            "seq": seq,
+                            "id": seg.id,
+                            "start": seg.start,
+                            "speaker": seg.speaker,
+                            "body": seg.model_dump_json(),
+                        }
+                        for i, seg in enumerate(rows)
+                    ],
+                )
+            c.execute(
+                sessions.update()
+                .where(s.id == session_id)
+                .values(
+                    updated=time.time(),
+                    audio_s=_greatest(s.audio_s, audio_s),
+                    last_seq=seq,
+                    committed_s=_greatest(s.committed_s, committed_s or 0.0),
+                )
             )
-            self._db.execute(
-                "UPDATE sessions SET updated = ?, audio_s = MAX(audio_s, ?), last_seq = ?,"
-                " committed_s = MAX(committed_s, ?) WHERE id = ?",
-                (time.time(), audio_s, seq, committed_s or 0.0, session_id),
-            )
-            self._db.execute("COMMIT")
 
     def set_progress(self, session_id: str, seq: int, committed_s: float) -> None:
         """Record the newest update number and settled audio of a session (no finals)."""
-        with self._lock:
-            self._db.execute(
-                "UPDATE sessions SET last_seq = MAX(last_seq, ?),"
-                " committed_s = MAX(committed_s, ?) WHERE id = ?",
-                (seq, committed_s, session_id),
+        s = sessions.c
+        with self._lock, self._begin() as c:
+            c.execute(
+                sessions.update()
+                .where(s.id == session_id)
+                .values(
+                    last_seq=_greatest(s.last_seq, seq),
+                    committed_s=_greatest(s.committed_s, committed_s),
+                )
             )
 
     def set_status(self, session_id: str, status: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE sessions SET status = ?, updated = ? WHERE id = ?",
-                (status, time.time(), session_id),
+        with self._lock, self._begin() as c:
+            c.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id)
+                .values(status=status, updated=time.time())
             )
 
     def set_speaker_names(
@@ -168,67 +179,73 @@ class TranscriptStore:
         """Merge ``names`` (label -> name; an empty name drops the label's name) into the
         session's; returns the result, or None when there is no such session.
         ValueError when the session would hold more than ``max_names`` names."""
-        with self._lock, self._db:  # one transaction: rolled back on an error
-            self._db.execute("BEGIN")
-            row = self._db.execute(
-                "SELECT speaker_names FROM sessions WHERE id = ?", (session_id,)
-            ).fetchone()
+        s = sessions.c
+        with self._lock, self._begin() as c:  # one transaction: rolled back on an error
+            row = c.execute(
+                sa.select(s.speaker_names).where(s.id == session_id).with_for_update()
+            ).first()
             if row is None:
                 return None
             merged = {**json.loads(row[0]), **names}
             merged = {label: name for label, name in merged.items() if name}
             if len(merged) > max_names:
                 raise ValueError(f"a session holds at most {max_names} speaker names")
-            self._db.execute(
-                "UPDATE sessions SET speaker_names = ?, updated = ? WHERE id = ?",
-                (json.dumps(merged, ensure_ascii=False), time.time(), session_id),
+            c.execute(
+                sessions.update()
+                .where(s.id == session_id)
+                .values(speaker_names=json.dumps(merged, ensure_ascii=False), updated=time.time())
             )
         return merged
 
     def relabel(self, session_id: str, seq: int, speakers: dict[str, str]) -> None:
         """Give finals already stored their revised speaker, as of update ``seq``."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "UPDATE segments SET body = json_set(body, '$.speaker', ?), relabel_seq = ?"
-                " WHERE session_id = ? AND id = ?",
-                [(label, seq, session_id, sid) for sid, label in speakers.items()],
+        if not speakers:
+            return
+        g = segments.c
+        with self._lock, self._begin() as c:
+            c.execute(
+                segments.update()
+                .where(g.session_id == session_id, g.id == sa.bindparam("sid"))
+                .values(speaker=sa.bindparam("label"), relabel_seq=seq),
+                [{"sid": sid, "label": label} for sid, label in speakers.items()],
             )
-            self._db.execute("COMMIT")
 
     def relabels_after(self, session_id: str, seq: int) -> dict[str, str]:
         """Speakers revised after update ``seq`` of finals sent up to it: what a client
         that resumes from ``seq`` has with an old speaker."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, json_extract(body, '$.speaker') FROM segments"
-                " WHERE session_id = ? AND seq <= ? AND relabel_seq > ?",
-                (session_id, seq, seq),
-            ).fetchall()
-        return dict(rows)
+        g = segments.c
+        with self._begin() as c:
+            rows = c.execute(
+                sa.select(g.id, g.speaker).where(
+                    g.session_id == session_id, g.seq <= seq, g.relabel_seq > seq
+                )
+            ).all()
+        return {sid: speaker for sid, speaker in rows}
 
     def finals_after(self, session_id: str, seq: int) -> list[tuple[int, Segment]]:
         """Finals sent in updates after ``seq``: what a resuming client missed."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, body FROM segments WHERE session_id = ? AND seq > ? ORDER BY ord",
-                (session_id, seq),
-            ).fetchall()
-        return [(s, Segment.model_validate_json(b)) for s, b in rows]
+        g = segments.c
+        with self._begin() as c:
+            rows = c.execute(
+                sa.select(g.seq, g.body, g.speaker)
+                .where(g.session_id == session_id, g.seq > seq)
+                .order_by(g.ord)
+            ).all()
+        return [(n, _segment(body, speaker)) for n, body, speaker in rows]
 
     def transcript(self, session_id: str) -> Transcript | None:
         info = self.info(session_id)
         if info is None:
             return None
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT body FROM segments WHERE session_id = ? ORDER BY ord", (session_id,)
-            ).fetchall()
-        segs = [Segment.model_validate_json(b) for (b,) in rows]
+        g = segments.c
+        with self._begin() as c:
+            rows = c.execute(
+                sa.select(g.body, g.speaker).where(g.session_id == session_id).order_by(g.ord)
+            ).all()
         return Transcript(
             session_id=session_id,
             duration=info.audio_s,
-            segments=segs,
+            segments=[_segment(body, speaker) for body, speaker in rows],
             speaker_names=info.speaker_names,
         ).sorted()
 
@@ -240,29 +257,84 @@ class TranscriptStore:
         self, limit: int = 100, session_id: str | None = None, tenant: str | None = None
     ) -> list[SessionInfo]:
         """Sessions, newest first; only ``tenant``'s when one is given."""
-        where, args = [], []
+        s, g = sessions.c, segments.c
+        query = (
+            sa.select(
+                s.id,
+                s.created,
+                s.updated,
+                s.engine,
+                s.source,
+                s.status,
+                s.audio_s,
+                s.last_seq,
+                s.tenant,
+                s.committed_s,
+                sa.func.count(g.ord),
+                sa.func.count(sa.distinct(g.speaker)),
+                s.speaker_names,
+                s.token_hash,
+            )
+            .select_from(sessions.outerjoin(segments, g.session_id == s.id))
+            .group_by(s.id)
+            .order_by(s.created.desc())
+            .limit(limit)
+        )
         if session_id is not None:
-            where.append("s.id = ?")
-            args.append(session_id)
+            query = query.where(s.id == session_id)
         if tenant is not None:
-            where.append("s.tenant = ?")
-            args.append(tenant)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT s.id, s.created, s.updated, s.engine, s.source, s.status, s.audio_s,"
-                " s.last_seq, s.tenant, s.committed_s, COUNT(g.ord),"
-                " COUNT(DISTINCT json_extract(g.body, '$.speaker')), s.speaker_names,"
-                " s.token_hash"
-                f" FROM sessions s LEFT JOIN segments g ON g.session_id = s.id {clause}"
-                " GROUP BY s.id ORDER BY s.created DESC LIMIT ?",
-                [*args, limit],
-            ).fetchall()
+            query = query.where(s.tenant == tenant)
+        with self._begin() as c:
+            rows = c.execute(query).all()
         return [
             SessionInfo(*r[:-2], speaker_names=json.loads(r[-2]), token_hash=r[-1]) for r in rows
         ]
 
     def delete(self, session_id: str) -> bool:
-        with self._lock:
-            cur = self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-        return cur.rowcount > 0
+        with self._lock, self._begin() as c:
+            c.execute(segments.delete().where(segments.c.session_id == session_id))
+            done = c.execute(sessions.delete().where(sessions.c.id == session_id))
+        return done.rowcount > 0
+
+
+def _segment(body: str, speaker: str) -> Segment:
+    """A stored final with its speaker as revised since (the body keeps the first guess)."""
+    seg = Segment.model_validate_json(body)
+    return (
+        seg
+        if not speaker or seg.speaker == speaker
+        else seg.model_copy(update={"speaker": speaker})
+    )
+
+
+def _connect(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        memory = url == "sqlite://"
+        if not memory:
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            # One in-memory database is one connection; a file takes a small pool.
+            poolclass=StaticPool if memory else None,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            if not memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.close()
+
+        return engine
+    # A replica holds a few connections; stale ones (a database restart) are replaced.
+    return sa.create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Alembic migrations of the transcript store (hubbub.transcriber.schema runs them)."""
