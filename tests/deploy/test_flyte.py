@@ -97,6 +97,15 @@ def test_dry_run_plans_both_apps_offline():
     assert transcriber.module == "hubbub.deploy.flyte_apps:transcriber_env"
     assert web.module == "hubbub.deploy.flyte_apps:web_env"
     assert transcriber.endpoint == "" and took < 30
+    assert config.store_warning() is not None  # up to 4 replicas, each with its own SQLite
+
+
+def test_replicas_can_share_a_database_from_a_secret():
+    config = apps.FlyteDeployConfig(replicas="1:4", api_key_secret="hk", database_secret="db")
+    transcriber, web = apps.deploy(config, dry_run=True)
+    assert transcriber.secrets == ("hk", "db") and web.secrets == ("hk",)
+    assert config.store_warning() is None
+    assert apps.FlyteDeployConfig(replicas="1").store_warning() is None
 
     # One bundle for both: the whole package, lazily imported engines and the UI included.
     assert web.bundle == transcriber.bundle

@@ -69,6 +69,10 @@ def flyte(
     api_key_secret: Annotated[
         str | None, typer.Option(help="Flyte secret with the API key both apps share")
     ] = None,
+    database_secret: Annotated[
+        str | None,
+        typer.Option(help="Flyte secret with the transcript store's URL (PostgreSQL)"),
+    ] = None,
     public: Annotated[
         bool, typer.Option("--public", help="Serve without Flyte authentication")
     ] = False,
@@ -91,6 +95,7 @@ def flyte(
         "cpu": cpu,
         "memory": memory,
         "api_key_secret": api_key_secret,
+        "database_secret": database_secret,
         "requires_auth": False if public else None,
     }
     try:
@@ -100,6 +105,9 @@ def flyte(
         flag = str(err["loc"][0]).replace("_", "-")
         fail(f"--{flag}: {err['msg'].removeprefix('Value error, ')}")
 
+    warning = config.store_warning()
+    if warning:
+        console.print(f"[yellow]note:[/] {warning}")
     started = time.monotonic()
     logging.getLogger("flyte").setLevel(logging.ERROR)
     # Flyte prints each app's code version on stdout; the table says what matters.

@@ -82,6 +82,20 @@ class FlyteDeployConfig(BaseSettings):
     api_key_secret: str | None = Field(
         None, description="Flyte secret holding the service API key (HUBBUB_API_KEY), if any"
     )
+    database_secret: str | None = Field(
+        None,
+        description="Flyte secret holding the transcript store's URL (HUBBUB_DATABASE_URL, "
+        "e.g. a managed PostgreSQL) that all transcriber replicas share",
+    )
+
+    def store_warning(self) -> str | None:
+        """What a user should know about where transcripts are kept, if anything."""
+        if self.database_secret or parse_replicas(self.replicas)[1] <= 1:
+            return None
+        return (
+            "transcriber replicas keep their own SQLite stores: history differs by replica "
+            "and goes with it; pass --database-secret with a PostgreSQL URL to share one"
+        )
 
     @field_validator("replicas", "web_replicas")
     @classmethod
@@ -166,12 +180,13 @@ web_app = LateApp(build_web, "hubbub web")
 # -- images, resources, scaling -----------------------------------------------------------------
 
 
-def image(name: str, extra: str | None = None) -> flyte.Image:
+def image(name: str, *extras: str) -> flyte.Image:
     """Debian + Python + the project's dependencies (uv, from pyproject.toml; the wheels
     carry libsndfile and FFmpeg). The hubbub code travels in the code bundle, so changing
     it does not rebuild the image."""
     base = flyte.Image.from_debian_base(python_version=PYTHON, name=name)
-    return base.with_uv_project(PYPROJECT, extra_args=f"--extra {extra}" if extra else None)
+    args = " ".join(f"--extra {e}" for e in extras)
+    return base.with_uv_project(PYPROJECT, extra_args=args or None)
 
 
 def scaling(replicas: str, concurrency: int, scaledown_after_s: int) -> flyte.app.Scaling:
@@ -182,10 +197,13 @@ def scaling(replicas: str, concurrency: int, scaledown_after_s: int) -> flyte.ap
     )
 
 
-def secrets(config: FlyteDeployConfig) -> list[flyte.Secret] | None:
-    if not config.api_key_secret:
-        return None
-    return [flyte.Secret(key=config.api_key_secret, as_env_var="HUBBUB_API_KEY")]
+def secrets(config: FlyteDeployConfig, transcriber: bool) -> list[flyte.Secret] | None:
+    out = []
+    if config.api_key_secret:
+        out.append(flyte.Secret(key=config.api_key_secret, as_env_var="HUBBUB_API_KEY"))
+    if transcriber and config.database_secret:
+        out.append(flyte.Secret(key=config.database_secret, as_env_var="HUBBUB_DATABASE_URL"))
+    return out or None
 
 
 # The whole package (all engines, the static UI): the default bundle holds only the
@@ -221,7 +239,9 @@ def configure(config: FlyteDeployConfig) -> None:
     module globals a deployed container looks up)."""
     t, w = transcriber_env, web_env
     gpu = config.gpu if config.uses_gpu else None
-    t.image = image(TRANSCRIBER_NAME, "nemo" if config.uses_gpu else None)
+    extras = ["nemo"] if config.uses_gpu else []
+    extras += ["postgres"] if config.database_secret else []
+    t.image = image(TRANSCRIBER_NAME, *extras)
     t.resources = flyte.Resources(cpu=config.cpu, memory=config.memory, gpu=gpu)  # type: ignore[arg-type]
     t.scaling = scaling(config.replicas, config.concurrency, config.scaledown_after_s)
     t.env_vars = {"HUBBUB_ENGINE": "nemo" if config.uses_gpu else "cpu", **IN_CLUSTER}
@@ -233,7 +253,7 @@ def configure(config: FlyteDeployConfig) -> None:
         env.port = flyte.app.Port(port=port)
         env.timeouts = flyte.app.Timeouts(request=config.request_timeout_s)
         env.requires_auth = config.requires_auth
-        env.secrets = secrets(config)
+        env.secrets = secrets(config, transcriber=env is t)
 
 
 CONFIG = FlyteDeployConfig()
