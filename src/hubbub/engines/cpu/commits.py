@@ -44,6 +44,7 @@ class Piece:
     segment_id: str
     speaker: int  # the first guess given with it
     words: list[Word]
+    end: float = 0.0  # where its segment ends (past its last word, up to the next one)
 
 
 @dataclass
@@ -64,6 +65,12 @@ class OpenText:
     def end_s(self) -> float:
         """Where the final words end (the utterance's start if there are none)."""
         return self.words[-1].end if self.words else 0.0
+
+    @property
+    def segment_end(self) -> float | None:
+        """Where the last final segment of this utterance ends: the next one starts there,
+        so the utterance's speech has no holes between its segments."""
+        return self.pieces[-1].end if self.pieces else None
 
     def echoed(self, words: list[Word]) -> int:
         """How many of a decode's leading words repeat the final ones rather than follow

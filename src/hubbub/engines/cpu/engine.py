@@ -390,9 +390,12 @@ class CpuEngine(Engine):
             else:
                 groups.append((r, [word]))
         out = []
+        before = f.text.segment_end
         for n, (r, words) in enumerate(groups):
             start, end = words[0].start, words[-1].end
-            if n == 0 and not f.text.words:
+            if n == 0 and before is not None:  # on from the utterance's early finals
+                start = min(start, before)
+            elif n == 0:
                 start = max(min(start, speech[0]), start - MAX_EDGE_S)
             if n == len(groups) - 1:
                 end = min(max(end, speech[1]), end + MAX_EDGE_S)
@@ -470,19 +473,24 @@ class CpuEngine(Engine):
         voice suggests now (the utterance's end takes a better look)."""
         words = r.words[: r.final]
         label = s.speakers.peek(voice) if voice.any() else max(0, s.speakers.next_label - 1)
-        start = words[0].start
-        if not r.text.words:  # the utterance's first words reach back to where speech began
+        start, end = words[0].start, words[-1].end
+        before = r.text.segment_end
+        if before is not None:  # on from the utterance's last final: no hole between them
+            start = min(start, before)
+        else:  # the utterance's first words reach back to where speech began
             speech_start = r.utterance.start_s + self.config.utterances.speech_pad_s
             start = max(min(start, speech_start), start - MAX_EDGE_S)
+        if r.final < len(r.words):  # up to the next word heard, which is not final yet
+            end = max(end, min(r.words[r.final].start, end + MAX_EDGE_S))
         seg = Segment(
             id=s.next_segment_id(),
             speaker=s.speakers.name(label),
             start=round(start, 3),
-            end=round(words[-1].end, 3),
+            end=round(end, 3),
             text=join_words(words),
             words=words,
         )
-        r.text.add(Piece(seg.id, label, words), r.tokens[: r.final])
+        r.text.add(Piece(seg.id, label, words, seg.end), r.tokens[: r.final])
         return seg
 
     @staticmethod
