@@ -107,29 +107,31 @@ def test_speech_streams_differ_and_have_the_asked_length(manifest, speech_dir: P
     assert not np.array_equal(a, b) and not np.array_equal(b, c)
 
 
-def test_bench_command_writes_json(tmp_path: Path, speech_dir: Path) -> None:
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hubbub",
-            "bench",
-            "--mode",
-            "all",
-            "--streams",
-            "2",
-            "--seconds",
-            "6",
-            "--limit",
-            "2",
-            "--data",
-            str(speech_dir),
-            "--json",
-            str(out),
-        ],
+def bench(*args: str | Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """``hubbub bench ARGS`` in a process of its own, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "hubbub", "bench", *map(str, args)],
         capture_output=True,
         text=True,
+        timeout=timeout,
+    )
+
+
+def test_bench_command_writes_json(tmp_path: Path, speech_dir: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = bench(
+        "--mode",
+        "all",
+        "--streams",
+        "2",
+        "--seconds",
+        "6",
+        "--limit",
+        "2",
+        "--data",
+        str(speech_dir),
+        "--json",
+        str(out),
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -159,25 +161,17 @@ def test_bench_without_data_is_a_one_line_error(tmp_path: Path) -> None:
 def test_bench_load_and_relay_modes_on_real_servers(tmp_path: Path, speech_dir: Path) -> None:
     """Real processes on loopback: the stream past capacity is refused, nothing is lost."""
     out = tmp_path / "load.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hubbub",
-            "bench",
-            "--mode",
-            "load",
-            "--streams",
-            "1",
-            "--seconds",
-            "12",
-            "--data",
-            str(speech_dir),
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    run = bench(
+        "--mode",
+        "load",
+        "--streams",
+        "1",
+        "--seconds",
+        "12",
+        "--data",
+        str(speech_dir),
+        "--json",
+        str(out),
         timeout=600,
     )
     assert run.returncode == 0, run.stderr
@@ -188,12 +182,7 @@ def test_bench_load_and_relay_modes_on_real_servers(tmp_path: Path, speech_dir: 
     assert load["per_stream"][0]["finals"] >= 1
     assert load["rss_start_mb"] > 0 and load["lag_p95"] is not None
     relay = tmp_path / "relay.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "hubbub", "bench", "--mode", "relay", "--json", str(relay)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = bench("--mode", "relay", "--json", relay)
     assert run.returncode == 0, run.stderr
     r = json.loads(relay.read_text())["relay"]
     assert r["pings"] == 300 and r["relay_p50_ms"] > 0
@@ -205,27 +194,19 @@ def test_bench_latency_mode_times_every_word_on_a_real_server(
     """Two clips at the pace of speech through a transcriber process: every reference
     word is found, shown before (or when) it turns final, and scored."""
     out = tmp_path / "latency.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hubbub",
-            "bench",
-            "--mode",
-            "latency",
-            "--streams",
-            "1",
-            "--half",
-            "all",
-            "--limit",
-            "2",
-            "--data",
-            str(speech_dir),
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    run = bench(
+        "--mode",
+        "latency",
+        "--streams",
+        "1",
+        "--half",
+        "all",
+        "--limit",
+        "2",
+        "--data",
+        str(speech_dir),
+        "--json",
+        str(out),
         timeout=600,
     )
     assert run.returncode == 0, run.stderr
