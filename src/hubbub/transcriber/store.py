@@ -12,12 +12,12 @@ import json
 import threading
 import time
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
 from hubbub.transcriber.schema import segments, sessions, upgrade
@@ -68,26 +68,23 @@ def _greatest(column: sa.ColumnElement, value: float | int) -> sa.ColumnElement:
 
 class TranscriptStore:
     def __init__(self, location: str | Path = ":memory:") -> None:
-        url = database_url(location)
-        self.dialect = url.split(":", 1)[0].split("+", 1)[0]
-        self._engine = _connect(url)
+        self._engine = _connect(database_url(location))
         with self._engine.begin() as conn:
             upgrade(conn)
         # SQLite takes one writer at a time; one lock per process keeps writers from
         # waiting on each other's file locks (writes are tiny). PostgreSQL needs none.
-        self._lock = threading.Lock() if self.dialect == "sqlite" else _NoLock()
+        self._lock: AbstractContextManager[object] = (
+            threading.Lock() if self._engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     def close(self) -> None:
         self._engine.dispose()
-
-    def _begin(self) -> AbstractContextManager[Connection]:
-        return self._engine.begin()
 
     def create(
         self, session_id: str, engine: str, source: str, tenant: str, token_hash: str = ""
     ) -> None:
         now = time.time()
-        with self._lock, self._begin() as c:
+        with self._lock, self._engine.begin() as c:
             c.execute(
                 sessions.insert().values(
                     id=session_id,
@@ -102,7 +99,7 @@ class TranscriptStore:
             )
 
     def exists(self, session_id: str) -> bool:
-        with self._begin() as c:
+        with self._engine.begin() as c:
             row = c.execute(sa.select(sessions.c.id).where(sessions.c.id == session_id)).first()
         return row is not None
 
@@ -118,7 +115,7 @@ class TranscriptStore:
         none), and how far the session's audio is settled with them."""
         rows = list(segments_)
         s = sessions.c
-        with self._lock, self._begin() as c:
+        with self._lock, self._engine.begin() as c:
             # The session row is locked first (PostgreSQL), so two writers of one session
             # cannot number their finals alike.
             c.execute(sa.select(s.id).where(s.id == session_id).with_for_update())
@@ -155,7 +152,7 @@ class TranscriptStore:
     def set_progress(self, session_id: str, seq: int, committed_s: float) -> None:
         """Record the newest update number and settled audio of a session (no finals)."""
         s = sessions.c
-        with self._lock, self._begin() as c:
+        with self._lock, self._engine.begin() as c:
             c.execute(
                 sessions.update()
                 .where(s.id == session_id)
@@ -166,7 +163,7 @@ class TranscriptStore:
             )
 
     def set_status(self, session_id: str, status: str) -> None:
-        with self._lock, self._begin() as c:
+        with self._lock, self._engine.begin() as c:
             c.execute(
                 sessions.update()
                 .where(sessions.c.id == session_id)
@@ -180,7 +177,7 @@ class TranscriptStore:
         session's; returns the result, or None when there is no such session.
         ValueError when the session would hold more than ``max_names`` names."""
         s = sessions.c
-        with self._lock, self._begin() as c:  # one transaction: rolled back on an error
+        with self._lock, self._engine.begin() as c:  # one transaction: rolled back on an error
             row = c.execute(
                 sa.select(s.speaker_names).where(s.id == session_id).with_for_update()
             ).first()
@@ -202,7 +199,7 @@ class TranscriptStore:
         if not speakers:
             return
         g = segments.c
-        with self._lock, self._begin() as c:
+        with self._lock, self._engine.begin() as c:
             c.execute(
                 segments.update()
                 .where(g.session_id == session_id, g.id == sa.bindparam("sid"))
@@ -214,7 +211,7 @@ class TranscriptStore:
         """Speakers revised after update ``seq`` of finals sent up to it: what a client
         that resumes from ``seq`` has with an old speaker."""
         g = segments.c
-        with self._begin() as c:
+        with self._engine.begin() as c:
             rows = c.execute(
                 sa.select(g.id, g.speaker).where(
                     g.session_id == session_id, g.seq <= seq, g.relabel_seq > seq
@@ -225,7 +222,7 @@ class TranscriptStore:
     def finals_after(self, session_id: str, seq: int) -> list[tuple[int, Segment]]:
         """Finals sent in updates after ``seq``: what a resuming client missed."""
         g = segments.c
-        with self._begin() as c:
+        with self._engine.begin() as c:
             rows = c.execute(
                 sa.select(g.seq, g.body, g.speaker)
                 .where(g.session_id == session_id, g.seq > seq)
@@ -238,7 +235,7 @@ class TranscriptStore:
         if info is None:
             return None
         g = segments.c
-        with self._begin() as c:
+        with self._engine.begin() as c:
             rows = c.execute(
                 sa.select(g.body, g.speaker).where(g.session_id == session_id).order_by(g.ord)
             ).all()
@@ -284,14 +281,14 @@ class TranscriptStore:
             query = query.where(s.id == session_id)
         if tenant is not None:
             query = query.where(s.tenant == tenant)
-        with self._begin() as c:
+        with self._engine.begin() as c:
             rows = c.execute(query).all()
         return [
             SessionInfo(*r[:-2], speaker_names=json.loads(r[-2]), token_hash=r[-1]) for r in rows
         ]
 
     def delete(self, session_id: str) -> bool:
-        with self._lock, self._begin() as c:
+        with self._lock, self._engine.begin() as c:
             c.execute(segments.delete().where(segments.c.session_id == session_id))
             done = c.execute(sessions.delete().where(sessions.c.id == session_id))
         return done.rowcount > 0
@@ -330,11 +327,3 @@ def _connect(url: str) -> Engine:
         return engine
     # A replica holds a few connections; stale ones (a database restart) are replaced.
     return sa.create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -224,15 +224,9 @@ class WhisperAsr:
         langs = list(languages) if languages is not None else [None] * len(audios)
         forced = [list(p) for p in prefixes] if prefixes is not None else [[] for _ in audios]
         results: list[AsrResult | None] = [None] * len(audios)
-        retry: list[int] = []
-        # One generate call per window size, and per mode: rows with a prefix decode
-        # without timestamps (see _run), and CTranslate2 wants one task-token count per call.
-        buckets: dict[tuple[float, bool], list[int]] = {}
-        for i, audio in enumerate(audios):
-            key = (self.window_for(len(audio), min_window_s), bool(forced[i]))
-            buckets.setdefault(key, []).append(i)
-        for (window, _), rows in buckets.items():
-            got, closed = self._run(
+
+        def decode(rows: list[int], window: float) -> tuple[list[AsrResult], list[bool]]:
+            return self._run(
                 [audios[i] for i in rows],
                 [langs[i] for i in rows],
                 [forced[i] for i in rows],
@@ -241,23 +235,22 @@ class WhisperAsr:
                 word_timestamps,
                 max_tokens_per_s,
             )
+
+        # One generate call per window size, and per mode: rows with a prefix decode
+        # without timestamps (see _run), and CTranslate2 wants one task-token count per call.
+        buckets: dict[tuple[float, bool], list[int]] = {}
+        for i, audio in enumerate(audios):
+            key = (self.window_for(len(audio), min_window_s), bool(forced[i]))
+            buckets.setdefault(key, []).append(i)
+        retry: dict[tuple[float, bool], list[int]] = {}
+        for (window, mode), rows in buckets.items():
+            got, closed = decode(rows, window)
             for i, result, ok in zip(rows, got, closed, strict=True):
                 results[i] = result
                 if not ok:
-                    retry.append(i)
-        for mode in (False, True):
-            rows = [i for i in retry if bool(forced[i]) == mode]
-            if not rows:
-                continue
-            again, _ = self._run(
-                [audios[i] for i in rows],
-                [langs[i] for i in rows],
-                [forced[i] for i in rows],
-                MAX_WINDOW_S,
-                beam_size,
-                word_timestamps,
-                max_tokens_per_s,
-            )
+                    retry.setdefault((MAX_WINDOW_S, mode), []).append(i)
+        for (window, _), rows in retry.items():
+            again, _ = decode(rows, window)
             for i, result in zip(rows, again, strict=True):
                 results[i] = result
         return [r for r in results if r is not None]
@@ -391,9 +384,9 @@ class WhisperAsr:
         words is said. For references, when a benchmark needs to know when a word ended."""
         tok = self._tokenizer(language)
         tokens = tok.encode(" " + text.strip())
-        encoded, lengths = self._encode([audio], MAX_WINDOW_S)
         if not tokens:
             return []
+        encoded, lengths = self._encode([audio], MAX_WINDOW_S)
         aligned = self.model.align(
             encoded, tok.sot_sequence, [tokens], lengths, median_filter_width=7
         )
