@@ -48,19 +48,23 @@ def _absorb(
     big = [k for k, t in totals.items() if t >= under_s]
     if not big:
         return labels if min_cos > -1.0 else np.zeros_like(labels)
-    centres = {k: _centre(emb[labels == k], durations[labels == k]) for k in big}
+    centres = {k: centre(emb[labels == k], durations[labels == k]) for k in big}
     for k, total in totals.items():
         if total < under_s:
-            mine = _centre(emb[labels == k], durations[labels == k])
+            mine = centre(emb[labels == k], durations[labels == k])
             best = max(big, key=lambda b: float(centres[b] @ mine))
             if float(centres[best] @ mine) >= min_cos:
                 labels[labels == k] = best
     return labels
 
 
-def _centre(emb: np.ndarray, durations: np.ndarray) -> np.ndarray:
-    v = (emb * durations[:, None]).sum(axis=0)
+def unit(v: np.ndarray) -> np.ndarray:
     return v / (np.linalg.norm(v) + 1e-12)
+
+
+def centre(emb: np.ndarray, durations: np.ndarray) -> np.ndarray:
+    """The voice of several embeddings, each weighted by its speech."""
+    return unit((emb * durations[:, None]).sum(axis=0))
 
 
 def _renumber(labels: np.ndarray) -> np.ndarray:

@@ -28,11 +28,12 @@ from hubbub.engines.base import (
     EngineUpdate,
     SessionOptions,
 )
+from hubbub.engines.cpu.clusters import centre
 from hubbub.engines.cpu.commits import OpenText, Piece
 from hubbub.engines.cpu.config import CpuEngineConfig
 from hubbub.engines.cpu.embedder import HOP, SpeakerEmbedder, window_starts
 from hubbub.engines.cpu.phrases import Phrase, change_point, merge_short, phrases
-from hubbub.engines.cpu.speakers import SpeakerTracker, unit
+from hubbub.engines.cpu.speakers import SpeakerTracker
 from hubbub.engines.cpu.utterances import Utterance, UtteranceTracker
 from hubbub.engines.cpu.vad import FRAME, SileroVad, VadStream
 from hubbub.engines.cpu.whisper import AsrResult, WhisperAsr
@@ -412,7 +413,7 @@ class CpuEngine(Engine):
         # The second looks cluster runs: more speech per item than a segment may hold.
         for r, idx in enumerate(runs):
             durations = np.array([f.phrases[i].duration for i in idx])
-            voice = unit((f.embeddings[idx] * durations[:, None]).sum(axis=0))
+            voice = centre(f.embeddings[idx], durations)
             s.speakers.remember(members[r], voice, float(durations.sum()), labels[idx[0]])
         return out
 

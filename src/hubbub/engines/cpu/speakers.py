@@ -18,11 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from hubbub.engines.cpu.clusters import cluster_voices
-
-
-def unit(v: np.ndarray) -> np.ndarray:
-    return v / (np.linalg.norm(v) + 1e-12)
+from hubbub.engines.cpu.clusters import cluster_voices, unit
 
 
 @dataclass
