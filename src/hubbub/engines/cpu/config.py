@@ -88,6 +88,9 @@ class CpuEngineConfig(BaseModel):
     change_threshold: float = Field(
         0.65, ge=-1, le=1, description="cosine below which a long phrase splits in two"
     )
+    bridge_s: float = Field(
+        1.0, ge=0, le=5, description="a pause this short between one speaker's finals is theirs"
+    )
     speaker_threshold: float = Field(
         0.7, ge=-1, le=1, description="prior cosine to join a known speaker (adapts per session)"
     )

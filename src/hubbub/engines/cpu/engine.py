@@ -56,6 +56,7 @@ class CpuSession(EngineSession):
     last_partial_at: int = 0
     partial: Segment | None = None
     open_text: OpenText | None = None  # the open utterance's words already final
+    last_final: tuple[float, int] | None = None  # end and speaker of the latest final
 
 
 @dataclass
@@ -161,6 +162,7 @@ class CpuEngine(Engine):
         session.speakers = SpeakerTracker()
         session.partial = None
         session.open_text = None
+        session.last_final = None
 
     # -- one step: advance, finalize, speakers, partials, second looks -------------------
 
@@ -344,6 +346,17 @@ class CpuEngine(Engine):
         first, second = Phrase(p.words[:cut]), Phrase(p.words[cut:])
         return self._split_by_voice(utt, first) + self._split_by_voice(utt, second)
 
+    def _bridged(self, s: CpuSession, start: float, label: int) -> float:
+        """Where a new utterance's first final starts: back at the latest final's end when
+        both are one speaker's and only a short pause lies between (a breath inside a
+        turn is still the speaker's turn)."""
+        if s.last_final is None:
+            return start
+        end, speaker = s.last_final
+        if speaker == label and 0 < start - end <= self.config.bridge_s:
+            return end
+        return start
+
     def _segments(self, w: _Work, f: _Final) -> list[Segment]:
         """Each phrase a speaker; the final decode's words become segments, one per run of
         one speaker; the utterance's early finals take the speaker of most of their words
@@ -398,8 +411,10 @@ class CpuEngine(Engine):
                 start = min(start, before)
             elif n == 0:
                 start = max(min(start, speech[0]), start - MAX_EDGE_S)
+                start = self._bridged(s, start, labels[runs[r][0]])
             if n == len(groups) - 1:
                 end = min(max(end, speech[1]), end + MAX_EDGE_S)
+            s.last_final = (end, labels[runs[r][0]])
             seg = Segment(
                 id=s.next_segment_id(),
                 speaker=s.speakers.name(labels[runs[r][0]]),
@@ -480,9 +495,10 @@ class CpuEngine(Engine):
             start = min(start, before)
         else:  # the utterance's first words reach back to where speech began
             speech_start = r.utterance.start_s + self.config.utterances.speech_pad_s
-            start = max(min(start, speech_start), start - MAX_EDGE_S)
+            start = self._bridged(s, max(min(start, speech_start), start - MAX_EDGE_S), label)
         if r.final < len(r.words):  # up to the next word heard, which is not final yet
             end = max(end, min(r.words[r.final].start, end + MAX_EDGE_S))
+        s.last_final = (end, label)
         seg = Segment(
             id=s.next_segment_id(),
             speaker=s.speakers.name(label),
