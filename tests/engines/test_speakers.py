@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hubbub.decode import load_audio
+from hubbub.engines.base import SessionOptions
 from hubbub.engines.cpu.clusters import cluster_voices
 from hubbub.engines.cpu.phrases import Phrase, change_point, merge_short, phrases
 from hubbub.engines.cpu.speakers import SpeakerTracker, unit
@@ -68,6 +69,29 @@ def test_clusters_find_the_speakers_and_fold_in_scraps():
     assert len(set(labels)) == 3
     assert [labels[i] for i in range(15)] == [t for t in truth]
     assert cluster_voices(np.stack(emb[:15]), np.array(dur[:15]), 0.7, 2, 1.0).max() == 1
+
+
+def test_a_short_voice_joins_a_speaker_only_if_like_them_more_than_anyone():
+    rng = np.random.default_rng(4)
+    a, b, z = (unit(rng.standard_normal(32)) for _ in range(3))
+    emb = [unit(c + 0.05 * rng.standard_normal(32)) for c in [a] * 4 + [b] * 4]
+    dur = [2.0] * 8
+    emb.append(unit(a + 0.3 * rng.standard_normal(32)))  # a moment of a's voice, 1 s
+    emb.append(unit(a + b + 2 * z))  # someone new, as like a as b, 1.2 s
+    dur += [1.0, 1.2]
+    labels = cluster_voices(np.stack(emb), np.array(dur), 0.7, 8, 0.5, 2.0, 0.3, 0.18)
+    assert labels[8] == labels[0] and len({labels[9], labels[0], labels[4]}) == 3
+    # Without a margin asked for, the newcomer is folded into its nearest speaker.
+    assert len(set(cluster_voices(np.stack(emb), np.array(dur), 0.7, 8, 0.5, 2.0, 0.3))) == 2
+
+
+def test_a_short_pause_between_one_speakers_finals_is_theirs(cpu_engine):
+    s = cpu_engine.open_session("b", SessionOptions())
+    s.last_final = (10.0, 0)  # S1's final ended at 10 s
+    assert cpu_engine._bridged(s, 10.8, 0) == 10.0  # S1 again after a breath: no hole
+    assert cpu_engine._bridged(s, 10.8, 1) == 10.8  # someone else
+    assert cpu_engine._bridged(s, 12.0, 0) == 12.0  # S1 after a real pause
+    cpu_engine.close_session(s)
 
 
 def test_a_second_look_relabels_and_keeps_labels_stable():

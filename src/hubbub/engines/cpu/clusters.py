@@ -4,10 +4,12 @@ Agglomerative clustering with average linkage on cosine distance: the two groups
 members are on average most alike merge first, until the closest two are less alike than
 a speaker's own segments usually are. Every group stands for a speaker, except groups
 with too little speech to trust: under ``min_speaker_s`` (a cough, a word) they join the
-speaker they are most like; under ``short_speaker_s`` they do if they are at least
-``short_join_cos`` like them (a short shout or murmur of someone already there; a short
-voice unlike anyone stays a speaker). The count comes out of that, capped at
-``max_speakers``.
+speaker they are most like; under ``short_speaker_s`` they do if they stand out as like
+one of them: at least ``short_margin`` more alike to it than to any other (a fragment of
+someone already there is like them and nobody else; a new voice heard briefly is about as
+like everyone), or, with only one speaker to compare, at least ``short_join_cos`` alike.
+An absolute cosine cannot tell the two apart on short speech: both lie around 0.7. The
+count comes out of that, capped at ``max_speakers``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def cluster_voices(
     min_speaker_s: float,
     short_speaker_s: float = 0.0,
     short_join_cos: float = 1.0,
+    short_margin: float = 0.0,
 ) -> np.ndarray:
     """A speaker index per (unit) embedding row, numbered in order of first appearance."""
     n = len(emb)
@@ -34,15 +37,21 @@ def cluster_voices(
     if labels.max() + 1 > max_speakers:
         labels = fcluster(tree, t=max_speakers, criterion="maxclust") - 1
     labels = _absorb(emb, durations, labels, min_speaker_s, -1.0)
-    labels = _absorb(emb, durations, labels, short_speaker_s, short_join_cos)
+    labels = _absorb(emb, durations, labels, short_speaker_s, short_join_cos, short_margin)
     return _renumber(labels)
 
 
 def _absorb(
-    emb: np.ndarray, durations: np.ndarray, labels: np.ndarray, under_s: float, min_cos: float
+    emb: np.ndarray,
+    durations: np.ndarray,
+    labels: np.ndarray,
+    under_s: float,
+    min_cos: float,
+    margin: float = 0.0,
 ) -> np.ndarray:
     """Groups with less than ``under_s`` of speech join the most alike group with more, if
-    at least ``min_cos`` alike."""
+    at least ``margin`` more alike to it than to the next (or, with no next, at least
+    ``min_cos`` alike)."""
     labels = labels.copy()
     totals = {k: float(durations[labels == k].sum()) for k in set(labels)}
     big = [k for k, t in totals.items() if t >= under_s]
@@ -52,9 +61,10 @@ def _absorb(
     for k, total in totals.items():
         if total < under_s:
             mine = centre(emb[labels == k], durations[labels == k])
-            best = max(big, key=lambda b: float(centres[b] @ mine))
-            if float(centres[best] @ mine) >= min_cos:
-                labels[labels == k] = best
+            sims = sorted(((float(centres[b] @ mine), b) for b in big), reverse=True)
+            best, label = sims[0]
+            if best - sims[1][0] >= margin if len(sims) > 1 else best >= min_cos:
+                labels[labels == k] = label
     return labels
 
 

@@ -104,7 +104,10 @@ class CpuEngineConfig(BaseModel):
         2.0, ge=0, le=30, description="a speaker with less speech than this, and..."
     )
     short_join_cos: float = Field(
-        0.6, ge=-1, le=1, description="...at least this like another, is that other"
+        0.6, ge=-1, le=1, description="...at least this like the only other, is that other"
+    )
+    short_margin: float = Field(
+        0.18, ge=0, le=2, description="...or this much more like one other than the next"
     )
     refine_every_s: float = Field(
         20.0, gt=0, description="speech between second looks at all speakers"

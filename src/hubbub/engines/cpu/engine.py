@@ -150,6 +150,7 @@ class CpuEngine(Engine):
                 cluster_cos=cfg.cluster_cos,
                 short_speaker_s=cfg.short_speaker_s,
                 short_join_cos=cfg.short_join_cos,
+                short_margin=cfg.short_margin,
                 refine_every_s=cfg.refine_every_s,
                 max_items=cfg.max_speaker_items,
             ),

@@ -58,7 +58,8 @@ class SpeakerTracker:
     min_new_s: float = 1.0
     cluster_cos: float = 0.7  # second looks: groups this alike on average are one speaker
     short_speaker_s: float = 2.0  # a "speaker" with less speech, and ...
-    short_join_cos: float = 0.6  # ... this like another, is that other
+    short_join_cos: float = 0.6  # ... this like the only other, is that other
+    short_margin: float = 0.18  # ... or this much more like one other than the next
     refine_every_s: float = 20.0
     max_items: int = 400
     sums: dict[int, np.ndarray] = field(default_factory=dict)  # label -> weighted sum
@@ -156,6 +157,7 @@ class SpeakerTracker:
             self.min_new_s,
             self.short_speaker_s,
             self.short_join_cos,
+            self.short_margin,
         )
         labels = self._map_to_labels(list(range(len(self.items))), clusters)
         changed: dict[str, int] = {}
