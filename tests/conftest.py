@@ -62,7 +62,7 @@ def transcriber_url(cpu_engine, tmp_path_factory):
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server for the session's tests (Debian's package)."""
-    from support.postgres import postgres_server
+    from hubbub.evaluation.cluster import postgres_server
 
     with postgres_server() as server:
         yield server
