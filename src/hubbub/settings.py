@@ -91,9 +91,9 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8765", description="Base URL of the transcriber service"
     )
     open_within_s: float = Field(
-        10.0,
+        5.0,
         ge=0,
-        le=300,
+        le=8.0,  # the page takes 10 s of silence for a dead connection
         description="How long the web app's relay tries again a stream the transcriber "
         "refused for now (full, restarting): behind a load balancer, another replica may "
         "have room",

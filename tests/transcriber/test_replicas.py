@@ -1,6 +1,7 @@
-"""Two transcriber replicas (real processes) on one PostgreSQL store, behind nginx: a
-stream whose replica is killed with SIGKILL mid-utterance goes on on the other one, with
-every final once, its speakers' labels kept, and the utterance it was in recovered."""
+"""Two transcriber replicas (real processes) on one PostgreSQL store, behind nginx, the web
+app relaying through it: a stream whose replica is killed with SIGKILL mid-utterance goes
+on on the other one, with every final once, its speakers' labels kept, and the utterance
+it was in recovered."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from hubbub.evaluation.cluster import Replicas, nginx
 from hubbub.evaluation.metrics import read_rttm
 from hubbub.pacing import Pacer
 from hubbub.protocol import SpeakersUpdate, TranscriptUpdate
+from hubbub.settings import Settings
 from hubbub.transcript import Segment
+from hubbub.web.app import create_app
+
+from support.servers import serve
 
 CLIP = "synthetic/synthetic_conv_4spk"
 SECONDS = 45.0
@@ -66,7 +71,11 @@ def _voice(seg: Segment, turns) -> str:
 def test_a_stream_goes_on_on_the_other_replica_when_its_replica_is_killed(postgres, speech_dir):
     audio = load_audio(speech_dir / f"{CLIP}.flac")[: int(SECONDS * SAMPLE_RATE)]
     turns = read_rttm(speech_dir / f"{CLIP}.rttm")["synthetic_conv_4spk"]
-    with Replicas(postgres.new_database(), 2) as replicas, nginx(replicas.ports) as lb:
+    with (
+        Replicas(postgres.new_database(), 2) as replicas,
+        nginx(replicas.ports) as lb,
+        serve(create_app(Settings(transcriber_url=lb))) as web,
+    ):
         killed: list[int] = []
 
         def kill() -> None:
@@ -75,7 +84,7 @@ def test_a_stream_goes_on_on_the_other_replica_when_its_replica_is_killed(postgr
             replicas.kill(holders[0])
             killed.append(holders[0])
 
-        session, updates, relabels, last = asyncio.run(_stream(lb, float_to_pcm16(audio), kill))
+        session, updates, relabels, last = asyncio.run(_stream(web, float_to_pcm16(audio), kill))
         survivor = f"http://127.0.0.1:{next(p for p in replicas.ports if p not in killed)}"
         info = httpx.get(f"{survivor}/v1/sessions/{session}").json()
         stored = info["transcript"]["segments"]

@@ -112,7 +112,7 @@ def test_a_full_transcriber_is_tried_again_before_the_browser_is_told(fake):
     """Behind a load balancer another replica may have room: the relay tries a refused
     start again with backoff, and passes ``server_full`` on only when its time is up."""
     fake.full_for = 2
-    settings = Settings(transcriber_url=fake.url, open_within_s=10)
+    settings = Settings(transcriber_url=fake.url, open_within_s=5)
     with serve(create_app(settings)) as url, connect(ws_url(url)) as ws:
         ws.send(json.dumps(START))
         assert recv_json(ws)["type"] == "ready"
