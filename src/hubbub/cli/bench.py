@@ -250,7 +250,8 @@ def _bench_servers(
         except (AudioError, OSError, ValueError, KeyError) as exc:
             fail(str(exc))
         console.print(
-            f"[dim]{streams} live stream(s) x {seconds:.0f} s against a transcriber process, "
+            f"[dim]{streams} live stream(s) x {seconds:.0f} s against "
+            f"{f'{replicas} transcribers behind nginx' if replicas > 1 else 'a transcriber'}, "
             "one more stream than admitted, then each stream's audio alone...[/]",
             highlight=False,
         )

@@ -89,11 +89,13 @@ class StreamResult:
 
 
 async def stream_realtime(url: str, name: str, audio: np.ndarray) -> StreamResult:
-    """Send ``audio`` at the pace of speech; collect every update until ``ended``."""
+    """Send ``audio`` at the pace of speech; collect every update until ``ended``. A
+    full replica is tried again, as ``hubbub stream`` does (behind a load balancer the
+    next try may land on a replica with room)."""
     result = StreamResult(name)
     async with TranscriberClient(url) as client:
         try:
-            stream = await client.open_stream(Start(type="start"))
+            stream = await client.open_resumable(Start(type="start"), open_within_s=10)
         except TranscriberError as exc:
             result.error = exc.code
             return result
