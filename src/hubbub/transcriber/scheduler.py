@@ -298,6 +298,16 @@ class Scheduler:
             stream.closing = True
             self._cond.notify()
 
+    def drop(self, stream: Stream) -> None:
+        """Forget the stream now, with the audio it still buffers (its session went on
+        elsewhere, where the client sends that audio again)."""
+        with self._cond:
+            stream.buffer.clear()
+            stream.buffered = 0
+            stream.flush_cut = stream.flush_requested
+            stream.closing = True
+            self._cond.notify()
+
     # -- the worker ----------------------------------------------------------------
 
     def _ready(self) -> bool:

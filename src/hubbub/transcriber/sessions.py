@@ -8,6 +8,11 @@ client that comes back with the session's id and resume token gets every final i
 missed and carries on. When the grace period ends, the buffered audio is flushed into
 finals, so a disconnect loses nothing that was sent.
 
+Replicas sharing one store lease each live session to one of them (renewed by
+``Service.keep_leases``). Asked for the session by another replica (its client resumed
+there), a session stops at once and lets go (``hand_over``); one whose lease another
+replica took stops writing (``lose``): two replicas never step one session.
+
 Only the event loop touches a ``LiveSession``; the scheduler's worker owns the
 ``Stream`` behind it and is reached only through ``Scheduler`` methods.
 """
@@ -132,6 +137,7 @@ class LiveSession:
         self.segment_base = segment_base
         self.engine_state = engine_state  # to continue from; then the newest not stored
         self.lease_lost = False  # another replica owns the session now: write nothing
+        self.cut_short = False  # stopped without a flush (hand_over, lose)
         self.decoder = PcmDecoder(start.sample_rate, start.channels)
         self.decoded_before_s = offset_s  # client audio decoded by earlier decoders
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
@@ -250,9 +256,10 @@ class LiveSession:
         self.expiry = asyncio.get_running_loop().call_later(grace_s, self.finish, "disconnected")
 
     def hand_over(self) -> None:
-        """Another replica asked for the session (its client resumed there): the socket
-        still here is told, the audio received becomes stored finals, and the lease is
-        released at the end for the other replica to claim."""
+        """Another replica asked for the session (its client resumed there): tell the
+        socket still here, and stop at once, leaving the session as stored. The audio not
+        settled yet is not flushed into finals here: the client sends it again to the
+        other replica, which transcribes the utterance in progress whole."""
         if self.state not in ("attached", "parked"):
             return
         old, self.ws = self.ws, None
@@ -260,16 +267,25 @@ class LiveSession:
             self.closing_old = asyncio.create_task(
                 close_with_error(old, "taken_over", "the session was resumed on another replica")
             )
-        self.finish("moved")
+        self.end_reason = "moved"
+        self._stop_now()
 
     def lose(self, message: str) -> None:
         """Another replica owns the session now (our lease lapsed): stop at once, writing
         nothing more; that replica has its audio from the client's replay."""
-        if self.state == "ended" or self.pump is None:
+        if self.state == "ended":
             return
         self.lease_lost = True
         self.error = ("taken_over", message)
-        self.pump.cancel()
+        self._stop_now()
+
+    def _stop_now(self) -> None:
+        self.state = "ending"
+        self.cut_short = True
+        if self.stream is not None:
+            self.svc.scheduler.drop(self.stream)
+        if self.pump is not None:
+            self.pump.cancel()
 
     def finish(self, reason: EndReason) -> None:
         """Turn all audio received into finals, then end the session."""
@@ -338,7 +354,7 @@ class LiveSession:
             self.lease_lost = True
             self.error = ("taken_over", str(exc))
         except asyncio.CancelledError:
-            if not self.lease_lost:
+            if not self.cut_short:
                 raise
         except Exception as exc:  # a store that cannot write, say: end this session alone
             log.exception("session %s failed", self.id)
