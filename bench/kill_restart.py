@@ -3,13 +3,16 @@
 Streams a recording at the pace of speech through ``hubbub.client.ResumingStream`` (the
 client of ``hubbub stream``; with ``--via-web`` through the web app's relay, as the page
 does), and every ``--every`` seconds kills the transcriber process with SIGKILL and starts
-it again. Then it counts what a user would: finals seen twice, finals stored but never
-seen (or seen but not stored), ids used twice, gaps in ``seq``, and the text against the
-same recording streamed with no crash (WER between the two), plus how long each resume
-took from the kill.
+it again. With ``--replicas 2``, two transcribers share a PostgreSQL store behind nginx
+(hubbub.evaluation.cluster): the replica holding the stream is killed, the stream goes on
+on the other, and the killed one is started again in the background, as an orchestrator
+would. Then it counts what a user would: finals seen twice, finals stored but never seen
+(or seen but not stored), ids used twice, gaps in ``seq``, and the text against the same
+recording streamed with no crash (WER between the two), plus how long each resume took
+from the kill.
 
     python bench/kill_restart.py tests/data/speech/synthetic/synthetic_conv_4spk.flac \\
-        --kills 10 --every 8 [--via-web] [--json out.json]
+        --kills 10 --every 8 [--via-web | --replicas 2 --loops 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import contextlib
 import itertools
 import json
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,6 +33,7 @@ import httpx
 from hubbub.audio import float_to_pcm16
 from hubbub.client import TranscriberClient
 from hubbub.decode import load_audio
+from hubbub.evaluation.cluster import Replicas, nginx, postgres_server
 from hubbub.evaluation.loadtest import free_port, spawn
 from hubbub.evaluation.metrics import wer
 from hubbub.pacing import Pacer
@@ -143,18 +148,52 @@ def one_run(pcm: bytes, kill_at: list[float], via_web: bool) -> dict:
     return t
 
 
-def run(path: Path, kills: int, every: float, via_web: bool) -> dict:
+def one_run_replicas(pcm: bytes, kill_at: list[float], n: int) -> dict:
+    """``n`` replicas on one PostgreSQL store behind nginx; each kill hits the replica
+    holding the stream, which comes back in the background."""
+    with (
+        postgres_server() as pg,
+        Replicas(pg.new_database(), n) as replicas,
+        nginx(replicas.ports) as lb,
+    ):
+        comebacks: list[threading.Thread] = []
+
+        def kill() -> None:
+            deadline = time.monotonic() + 10
+            while not (holders := replicas.holding()) and time.monotonic() < deadline:
+                time.sleep(0.1)  # the stream is between replicas: wait for its new one
+            port = holders[0] if holders else next(iter(replicas.procs))
+            replicas.kill(port)
+            comeback = threading.Thread(target=replicas.start, args=(port,))
+            comeback.start()
+            comebacks.append(comeback)
+
+        t = asyncio.run(stream(lb, pcm, kill_at, kill))
+        for comeback in comebacks:
+            comeback.join()
+        t["stored"] = httpx.get(f"{lb}/v1/sessions/{t['session_id']}").json()["transcript"][
+            "segments"
+        ]
+    return t
+
+
+def run(path: Path, kills: int, every: float, via_web: bool, replicas: int, loops: int) -> dict:
     audio = load_audio(path)
-    pcm = float_to_pcm16(audio)
-    duration = len(audio) / 16000
+    pcm = float_to_pcm16(audio) * loops
+    duration = loops * len(audio) / 16000
     kill_at = [every * (k + 1) for k in range(kills) if every * (k + 1) < duration - 2]
     clean_run = one_run(pcm, [], via_web)
     print(f"uninterrupted: {len(clean_run['updates'])} updates", flush=True)
-    killed = one_run(pcm, kill_at, via_web)
+    if replicas > 1:
+        killed = one_run_replicas(pcm, kill_at, replicas)
+    else:
+        killed = one_run(pcm, kill_at, via_web)
     print(f"with {len(kill_at)} kills: {len(killed['updates'])} updates", flush=True)
     clean = " ".join(s["text"] for s in clean_run["stored"])
     report = score(killed, killed["stored"], clean)
-    report.update(kills=len(kill_at), audio_s=round(duration, 1), via_web=via_web)
+    report.update(
+        kills=len(kill_at), audio_s=round(duration, 1), via_web=via_web, replicas=replicas
+    )
     return report
 
 
@@ -164,9 +203,11 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--every", type=float, default=8.0, help="seconds of audio between kills")
     p.add_argument("--via-web", action="store_true", help="through the web app's relay")
+    p.add_argument("--replicas", type=int, default=1, help="2+: replicas behind nginx")
+    p.add_argument("--loops", type=int, default=1, help="stream the recording this often")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    report = run(args.audio, args.kills, args.every, args.via_web)
+    report = run(args.audio, args.kills, args.every, args.via_web, args.replicas, args.loops)
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -17,9 +17,10 @@ PYTHON=.venv/bin/python bash scripts/install-test-voices.sh
 
 # Browser tests (tests/test_browser.py): Debian's Chromium, driven by Playwright for Python
 # (installed above with the test extra; never `playwright install`, it downloads browsers).
-# Store tests: Debian's PostgreSQL server (tests start their own cluster on a free port).
+# Store tests: Debian's PostgreSQL server (tests start their own cluster on a free port);
+# replica tests: nginx as the load balancer in front of two transcribers.
 need=()
-for p in chromium chromium-driver postgresql; do
+for p in chromium chromium-driver postgresql nginx-light; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || need+=("$p")
 done
 if ((${#need[@]})); then

@@ -13,6 +13,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
 SPEECH = Path(os.environ.get("HUBBUB_SPEECH_DATA", DATA / "speech"))
+# ``postgresql``: every service the tests start stores in PostgreSQL, not SQLite.
+STORE = os.environ.get("HUBBUB_TEST_STORE", "sqlite")
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +64,17 @@ def transcriber_url(cpu_engine, tmp_path_factory):
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server for the session's tests (Debian's package)."""
-    from support.postgres import postgres_server
+    from hubbub.evaluation.cluster import postgres_server
 
     with postgres_server() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _store_backend(request, monkeypatch):
+    """With HUBBUB_TEST_STORE=postgresql, each test's services (in this process or
+    started from it) store in a fresh database on the real PostgreSQL server: the suite
+    passes on both backends."""
+    if STORE == "postgresql":
+        url = request.getfixturevalue("postgres").new_database()
+        monkeypatch.setenv("HUBBUB_DATABASE_URL", url)

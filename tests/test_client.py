@@ -90,6 +90,29 @@ def test_client_unreachable_and_refused(fake):
     assert ok.reachable and ok.info["engine"] == "fake" and ok.latency_ms is not None
 
 
+def test_a_stream_refused_by_a_full_server_is_opened_when_room_appears(fake):
+    """``hubbub stream`` and the relay open with ``open_within_s``: a replica that is full
+    for now is tried again with backoff; one still full when the window ends is an error."""
+
+    async def main():
+        client = TranscriberClient(fake.url)
+        fake.full_for = 2
+        stream = await client.open_resumable(open_within_s=10)
+        session = stream.session_id
+        await stream.stop()
+        async for _ in stream:
+            pass
+        fake.mode = "full"
+        with pytest.raises(TranscriberError) as still_full:
+            await client.open_resumable(open_within_s=0.5)
+        await client.aclose()
+        return session, still_full.value
+
+    session, still_full = asyncio.run(main())
+    assert session == "fake1" and still_full.code == "server_full"
+    assert len(fake.starts) >= 5  # three to open the first, then at least two more
+
+
 def test_resuming_stream_replays_exactly_what_the_server_lacks(fake):
     """The fake drops the connection after the first frame; the stream resumes with the
     session's token and sends each byte the fake did not get, once."""

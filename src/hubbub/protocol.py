@@ -174,6 +174,7 @@ ERROR_CLOSE_CODES: dict[str, int] = {
     "taken_over": CLOSE_POLICY,
     "too_many_connections": CLOSE_TRY_AGAIN,
     "server_full": CLOSE_TRY_AGAIN,
+    "session_busy": CLOSE_TRY_AGAIN,
     "engine_error": CLOSE_INTERNAL,
     "internal_error": CLOSE_INTERNAL,
     "shutting_down": CLOSE_RESTART,
@@ -187,6 +188,7 @@ ERROR_CLOSE_CODES: dict[str, int] = {
 RETRYABLE_CODES = frozenset(
     {
         "server_full",
+        "session_busy",
         "too_many_connections",
         "shutting_down",
         "internal_error",

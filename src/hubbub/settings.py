@@ -40,6 +40,19 @@ class Settings(BaseSettings):
         description="the transcript store's database instead of SQLite in data_dir, e.g. "
         "postgresql://user:password@host/db (replicas that share one store)",
     )
+    replica_id: str | None = Field(
+        None,
+        max_length=200,
+        description="This transcriber's name among replicas sharing a store (default: "
+        "host:port, so a restarted replica takes its own sessions back at once)",
+    )
+    lease_s: float = Field(
+        3.0,
+        ge=0.5,
+        le=60.0,
+        description="A live session's lease on its replica: renewed while it runs; another "
+        "replica takes the session over when it lapses (a replica that died)",
+    )
     max_sessions: int = Field(0, ge=0, description="Live sessions admitted; 0 = engine's own")
     max_buffer_s: float = Field(30.0, gt=0, description="Audio a session may queue")
     max_frame_bytes: int = Field(1 << 20, gt=0)
@@ -76,6 +89,14 @@ class Settings(BaseSettings):
     # web app (UI + relay to the transcriber)
     transcriber_url: str = Field(
         "http://127.0.0.1:8765", description="Base URL of the transcriber service"
+    )
+    open_within_s: float = Field(
+        5.0,
+        ge=0,
+        le=8.0,  # the page takes 10 s of silence for a dead connection
+        description="How long the web app's relay tries again a stream the transcriber "
+        "refused for now (full, restarting): behind a load balancer, another replica may "
+        "have room",
     )
     web_host: str = "127.0.0.1"
     web_port: int = Field(8000, ge=0, le=65535)

@@ -153,3 +153,28 @@ def test_a_quick_exchange_in_one_utterance_becomes_two_speakers(cpu_engine, spee
     assert len(who(0, 99)) == 2, said
     assert len(who(0, a)) == len(who(a, b)) == 1, said
     assert who(0, a) == who(b, 99) != who(a, b), said
+
+
+def test_a_tracker_goes_on_from_another_replicas_export():
+    """A session taken over by another replica keeps its speakers' labels: the new
+    tracker, restored from the old one's export, labels the same voices alike, numbers a
+    new voice after the old ones, and weighs the old voices in its second looks."""
+    rng = np.random.default_rng(3)
+    voices = [unit(rng.standard_normal(32)) for _ in range(4)]
+
+    def near(v: np.ndarray) -> np.ndarray:
+        return unit(v + 0.05 * rng.standard_normal(32))
+
+    old = SpeakerTracker(max_speakers=4)
+    assert [old.assign(near(v), 3.0) for v in (voices[0], voices[1], voices[0])] == [0, 1, 0]
+    new = SpeakerTracker(max_speakers=4)
+    new.restore(old.export())
+    assert new.next_label == 2 and new.seconds == pytest.approx({0: 6.0, 1: 3.0}, abs=1e-3)
+    assert [new.assign(near(v), 3.0) for v in (voices[1], voices[0], voices[2])] == [1, 0, 2]
+    for i, v in enumerate((voices[1], voices[0], voices[2])):
+        new.remember([f"n{i}"], near(v), 3.0, new.assign(near(v), 3.0))
+    assert new.refine() == {}  # the old voices held their labels
+    with pytest.raises(ValueError):
+        SpeakerTracker(max_speakers=1).restore(old.export())  # two voices, room for one
+    with pytest.raises((ValueError, KeyError)):
+        SpeakerTracker().restore('{"next_label": 1, "voices": {"0": {"s": -1, "v": [1]}}}')

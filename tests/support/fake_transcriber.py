@@ -69,6 +69,7 @@ class FakeTranscriber(LoopThread):
     def __init__(self) -> None:
         self.mode = "normal"
         self.refuse_resumes = 0  # say unknown_session to this many resumes, like other replicas
+        self.full_for = 0  # say server_full to this many new starts, like a busy replica
         self.starts: list[dict] = []
         self.headers: list[dict[str, str]] = []  # each stream's handshake headers
         self.controls: list[dict] = []
@@ -87,7 +88,8 @@ class FakeTranscriber(LoopThread):
         try:
             start = json.loads(await ws.recv())
             self.starts.append(start)
-            if self.mode == "full":
+            if self.mode == "full" or self.full_for > 0:
+                self.full_for -= 1
                 await ws.send(
                     ErrorMessage(code="server_full", message="fake: full").model_dump_json()
                 )

@@ -5,11 +5,12 @@ written by older versions."""
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 import sqlalchemy as sa
 
-from hubbub.transcriber.store import TranscriptStore
+from hubbub.transcriber.store import LeaseLost, TranscriptStore
 from hubbub.transcript import Segment
 
 
@@ -106,6 +107,29 @@ def test_finals_progress_revisions_listing_and_deletion(location):
     store.close()
 
 
+def test_one_owner_at_a_time_under_a_lease(location):
+    """Two replicas on one store: the creator owns a live session; the other may claim it
+    only once the lease is released or lapses; an owner that lost it writes nothing."""
+    a, b = TranscriptStore(location), TranscriptStore(location)
+    a.create("s", "cpu", "live", "local", owner="A", lease_s=30)
+    assert not b.claim("s", "B", 30) and a.claim("s", "A", 30)
+    b.want("s", "B")
+    assert a.renew("A", ["s", "gone"], 30) == ({"s"}, {"s"})  # still A's; B asked for it
+    a.add_finals("s", 1, [_seg(0, "S1")], audio_s=1.0, owner="A", engine_state='{"v": 1}')
+    a.release("s", "A", "interrupted")
+    assert b.claim("s", "B", 0.2) and b.info("s").owner == "B"
+    assert b.info("s").status == "interrupted" and b.engine_state("s") == '{"v": 1}'
+    with pytest.raises(LeaseLost):
+        a.add_finals("s", 2, [_seg(1, "S1")], audio_s=2.0, owner="A")
+    assert a.renew("A", ["s"], 30) == (set(), set())
+    a.release("s", "A", "ended")  # not A's to leave: changes nothing
+    assert b.info("s").status == "interrupted"
+    time.sleep(0.4)  # B's lease (0.2 s) lapses: B stalled or died
+    assert a.claim("s", "A", 30) and [s.id for s in b.transcript("s").segments] == ["s-0"]
+    a.close()
+    b.close()
+
+
 def test_two_stores_on_one_database_see_one_history(postgres):
     """Three replicas open one new PostgreSQL store at once (they migrate it one at a
     time); what one store writes, another reads."""
@@ -126,7 +150,7 @@ def test_two_stores_on_one_database_see_one_history(postgres):
     ]
     assert one.info("s").last_seq == 2 and two.info("s").committed_s == 2.0
     with sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://")).connect() as c:
-        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     one.close()
     two.close()
 
@@ -142,6 +166,8 @@ def test_a_store_revised_with_json_set_keeps_its_revised_speakers(tmp_path):
     db = sqlite3.connect(path)  # as the old code left it: body revised, no speaker column
     db.execute("UPDATE segments SET body = json_set(body, '$.speaker', 'S4')")
     db.execute("ALTER TABLE segments DROP COLUMN speaker")
+    for column in ("owner", "lease_until", "wanted_by", "engine_state"):  # newer still
+        db.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
     db.execute("DROP TABLE alembic_version")
     db.commit()
     db.close()

@@ -108,15 +108,38 @@ def test_browser_leaving_closes_upstream_without_stop(web, fake):
     wait_for(lambda: connections(web) == 0)
 
 
+def test_a_full_transcriber_is_tried_again_before_the_browser_is_told(fake):
+    """Behind a load balancer another replica may have room: the relay tries a refused
+    start again with backoff, and passes ``server_full`` on only when its time is up."""
+    fake.full_for = 2
+    settings = Settings(transcriber_url=fake.url, open_within_s=5)
+    with serve(create_app(settings)) as url, connect(ws_url(url)) as ws:
+        ws.send(json.dumps(START))
+        assert recv_json(ws)["type"] == "ready"
+        ws.send(json.dumps({"type": "stop"}))
+        msgs, code = drain(ws)
+    assert len(fake.starts) == 3 and msgs[-1]["type"] == "ended" and code == 1000
+
+    fake.mode = "full"
+    settings = Settings(transcriber_url=fake.url, open_within_s=1.0)
+    with serve(create_app(settings)) as url, connect(ws_url(url)) as ws:
+        began = time.monotonic()
+        ws.send(json.dumps(START))
+        msgs, code = drain(ws)
+    assert msgs == [{"type": "error", "code": "server_full", "message": "fake: full"}]
+    assert code == 1013 and time.monotonic() - began >= 1.0 and len(fake.starts) >= 5
+
+
 def test_full_server_and_unreachable_transcriber_give_error_then_close(fake):
     fake.mode = "full"
-    with serve(create_app(Settings(transcriber_url=fake.url))) as url, connect(ws_url(url)) as ws:
+    at_once = Settings(transcriber_url=fake.url, open_within_s=0)
+    with serve(create_app(at_once)) as url, connect(ws_url(url)) as ws:
         ws.send(json.dumps(START))
         msgs, code = drain(ws)
     assert msgs == [{"type": "error", "code": "server_full", "message": "fake: full"}]
     assert code == 1013
 
-    nowhere = Settings(transcriber_url=f"http://127.0.0.1:{free_port()}")
+    nowhere = Settings(transcriber_url=f"http://127.0.0.1:{free_port()}", open_within_s=0)
     with serve(create_app(nowhere)) as url:
         health = httpx.get(url + "/health").json()
         assert health["status"] == "degraded" and health["transcriber"]["reachable"] is False

@@ -58,6 +58,15 @@ def bench(
     via_web: Annotated[
         bool, typer.Option(help="load mode: stream through the web app's relay, as browsers do")
     ] = False,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=8,
+            help="load mode: this many transcribers behind nginx on one PostgreSQL store "
+            "(Debian's nginx and postgresql)",
+        ),
+    ] = 1,
     half: Annotated[
         str, typer.Option(help="latency mode: clips of the 'tune' or 'test' half, or 'all'")
     ] = "test",
@@ -70,7 +79,7 @@ def bench(
     if mode not in MODES:
         fail(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode in ("load", "relay"):
-        _bench_servers(mode, files, streams, seconds, data, json_out, via_web)
+        _bench_servers(mode, files, streams, seconds, data, json_out, via_web, replicas)
         return
     if mode == "latency":
         _bench_latency(streams, data, category, half, limit, server_env or [], json_out)
@@ -203,8 +212,10 @@ def _bench_servers(
     data: Path | None,
     json_out: Path | None,
     via_web: bool = False,
+    replicas: int = 1,
 ) -> None:
-    """``load``: N live streams against a real transcriber; ``relay``: the web app's cost."""
+    """``load``: N live streams against a real transcriber (or replicas behind nginx);
+    ``relay``: the web app's cost."""
     from hubbub.evaluation import benchmark, loadtest
 
     console = Console()
@@ -239,11 +250,12 @@ def _bench_servers(
         except (AudioError, OSError, ValueError, KeyError) as exc:
             fail(str(exc))
         console.print(
-            f"[dim]{streams} live stream(s) x {seconds:.0f} s against a transcriber process, "
+            f"[dim]{streams} live stream(s) x {seconds:.0f} s against "
+            f"{f'{replicas} transcribers behind nginx' if replicas > 1 else 'a transcriber'}, "
             "one more stream than admitted, then each stream's audio alone...[/]",
             highlight=False,
         )
-        res = loadtest.run_load(audios, via_web=via_web)
+        res = loadtest.run_load(audios, via_web=via_web, replicas=replicas)
         report["load"] = res.to_json()
         table = Table(
             title=f"hubbub bench: load, {res.streams} streams x {res.seconds:.0f} s via {res.via}"

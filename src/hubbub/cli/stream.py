@@ -37,7 +37,11 @@ def stream(
         str | None, typer.Option(envvar="HUBBUB_API_KEY", help="The server's API key")
     ] = None,
     resume_within: Annotated[
-        float, typer.Option(help="Seconds to keep trying to resume a cut stream")
+        float,
+        typer.Option(
+            help="Seconds to keep trying to resume a cut stream, or to open one that a "
+            "full server refused"
+        ),
     ] = 60.0,
     speed: Annotated[float, typer.Option(help="1 = real time; 0 = as fast as accepted")] = 1.0,
     max_speakers: Annotated[int | None, typer.Option(min=1, max=MAX_SPEAKERS)] = None,
@@ -79,7 +83,9 @@ async def _run(
     finals: list[Segment] = []
     state = {"partials": [], "lag": 0.0, "processed": 0.0}
     try:
-        stream = await client.open_resumable(start, resume_within_s=resume_within_s)
+        stream = await client.open_resumable(
+            start, open_within_s=resume_within_s, resume_within_s=resume_within_s
+        )
     except TranscriberError as exc:
         await client.aclose()
         fail(f"{exc.code}: {exc.message}")

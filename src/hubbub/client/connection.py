@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from hubbub.client.resuming import ResumingStream
 
 log = logging.getLogger(__name__)
+BUSY_CODES = frozenset({"server_full", "session_busy", "shutting_down"})  # one replica's state
 
 ServerMessage = Annotated[
     Ready | TranscriptUpdate | SpeakersUpdate | Pong | ErrorMessage | Ended,
@@ -356,12 +358,32 @@ class TranscriberClient:
         self,
         start: Start | Mapping[str, Any] | str | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        open_within_s: float = 0.0,
         **options: Any,
     ) -> ResumingStream:
-        """A stream that resumes its session across cuts and restarts (ResumingStream)."""
+        """A stream that resumes its session across cuts and restarts (ResumingStream).
+
+        A refusal from a replica that is full or restarting is tried again with backoff
+        for ``open_within_s``: behind a load balancer, another replica may have room.
+        """
         from hubbub.client.resuming import ResumingStream
 
-        return ResumingStream(self, await self.open_stream(start, headers), **options)
+        deadline = time.monotonic() + open_within_s
+        delay = 0.2
+        while True:
+            try:
+                stream = await self.open_stream(start, headers)
+                break
+            except TranscriberError as exc:
+                left = deadline - time.monotonic()
+                if exc.code not in BUSY_CODES or left <= 0:
+                    raise
+                log.info("stream refused (%s): trying again", exc.code)
+                # Jittered, so that clients refused together do not return together.
+                await asyncio.sleep(min(left, delay * random.uniform(0.5, 1.0)))
+                delay = min(delay * 2, 2.0)
+        return ResumingStream(self, stream, **options)
 
     # -- HTTP -----------------------------------------------------------------------
 

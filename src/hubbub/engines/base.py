@@ -68,7 +68,8 @@ class EngineUpdate:
     out, or silence); what follows may still become finals. ``idle``: the step did no
     recognition work for this session (silence), so it says little about capacity.
     ``relabel``: finals given out earlier whose speaker a second look revised (their text
-    and times never change).
+    and times never change). ``state``: when it changed, what the engine needs to continue
+    the session on another replica (Engine.restore), as JSON; None when unchanged.
     """
 
     session: EngineSession
@@ -77,6 +78,7 @@ class EngineUpdate:
     committed_s: float = 0.0
     idle: bool = False
     relabel: dict[str, str] = field(default_factory=dict)  # segment id -> its new speaker
+    state: str | None = None
 
     @property
     def audio_processed_s(self) -> float:
@@ -111,6 +113,11 @@ class Engine(ABC):
 
     @abstractmethod
     def close_session(self, session: EngineSession) -> None: ...
+
+    def restore(self, session: EngineSession, state: str) -> None:  # noqa: B027 - optional
+        """Continue a session from the ``state`` another replica's updates carried (its
+        speakers' voices, say), just after ``open_session``. By default nothing carries
+        over: a continued session's speakers are new to it."""
 
     @abstractmethod
     def step(self, batch: Sequence[ChunkInput]) -> list[EngineUpdate]:

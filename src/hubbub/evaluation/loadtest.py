@@ -89,11 +89,13 @@ class StreamResult:
 
 
 async def stream_realtime(url: str, name: str, audio: np.ndarray) -> StreamResult:
-    """Send ``audio`` at the pace of speech; collect every update until ``ended``."""
+    """Send ``audio`` at the pace of speech; collect every update until ``ended``. A
+    full replica is tried again, as ``hubbub stream`` does (behind a load balancer the
+    next try may land on a replica with room)."""
     result = StreamResult(name)
     async with TranscriberClient(url) as client:
         try:
-            stream = await client.open_stream(Start(type="start"))
+            stream = await client.open_resumable(Start(type="start"), open_within_s=10)
         except TranscriberError as exc:
             result.error = exc.code
             return result
@@ -197,36 +199,53 @@ class LoadResult:
         return out
 
 
-def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult:
-    """Run the load test against a fresh transcriber process (and web app) on free ports."""
-    port, wport = free_port(), free_port()
-    base = url = f"http://127.0.0.1:{port}"
+def run_load(audios: dict[str, np.ndarray], via_web: bool = False, replicas: int = 1) -> LoadResult:
+    """Run the load test against a fresh transcriber process (and web app) on free ports;
+    with ``replicas`` > 1, against that many behind nginx on one PostgreSQL store, each
+    admitting its share of the streams."""
     with contextlib.ExitStack() as stack:
-        data = stack.enter_context(tempfile.TemporaryDirectory())
+        share = -(-len(audios) // replicas)
         env = {
-            "HUBBUB_PORT": str(port),
-            "HUBBUB_DATA_DIR": data,
             "HUBBUB_ENGINE": "cpu",
-            "HUBBUB_MAX_SESSIONS": str(len(audios)),
+            "HUBBUB_MAX_SESSIONS": str(share),
             "HUBBUB_TRUSTED_PROXIES": '["127.0.0.1"]',  # the web app speaks for browsers
         }
-        proc = stack.enter_context(spawn(["transcriber"], env, base + "/health"))
+        if replicas > 1:
+            from hubbub.evaluation.cluster import Replicas, nginx, postgres_server
+
+            pg = stack.enter_context(postgres_server())
+            cluster = stack.enter_context(Replicas(pg.new_database(), replicas, env))
+            procs = list(cluster.procs.values())
+            base = url = stack.enter_context(nginx(cluster.ports))
+        else:
+            port = free_port()
+            base = url = f"http://127.0.0.1:{port}"
+            env |= {
+                "HUBBUB_PORT": str(port),
+                "HUBBUB_DATA_DIR": stack.enter_context(tempfile.TemporaryDirectory()),
+            }
+            procs = [stack.enter_context(spawn(["transcriber"], env, base + "/health"))]
         if via_web:
+            wport = free_port()
             web_env = {"HUBBUB_TRANSCRIBER_URL": base, "HUBBUB_WEB_PORT": str(wport)}
             url = f"http://127.0.0.1:{wport}"
             stack.enter_context(spawn(["web"], web_env, url + "/health"))
+
+        def rss_mb() -> float:
+            return sum(process_rss_mb(p.pid) for p in procs)
+
         # Warm the server's code paths once so the start figure is the steady state.
         first = next(iter(audios.values()))
         transcribe_alone(base, first[: 5 * SAMPLE_RATE])
-        rss_start = process_rss_mb(proc.pid)
-        capacity = httpx.get(base + "/health").json()["capacity"]
+        rss_start = rss_mb()
+        capacity = httpx.get(base + "/health").json()["capacity"] * replicas
 
         rss_samples: list[tuple[float, float]] = []
 
         async def sample_rss() -> None:
             t0 = time.monotonic()
             while True:
-                rss_samples.append((time.monotonic() - t0, process_rss_mb(proc.pid)))
+                rss_samples.append((time.monotonic() - t0, rss_mb()))
                 await asyncio.sleep(5.0)
 
         async def main() -> tuple[list[StreamResult], str]:
@@ -242,7 +261,7 @@ def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult
             return results, extra
 
         results, extra = asyncio.run(main())
-        rss_end = process_rss_mb(proc.pid)
+        rss_end = rss_mb()
         # Steady state: memory once every stream has run a minute (allocator pools and
         # model workspaces grow to the batch sizes seen), against the end of the run.
         rss_warm = next((m for t, m in rss_samples if t >= 60.0), rss_start)
@@ -288,7 +307,8 @@ def run_load(audios: dict[str, np.ndarray], via_web: bool = False) -> LoadResult
         lag_max=max(lags) if lags else None,
         final_latency_p50=percentile(latency, 50),
         final_latency_p95=percentile(latency, 95),
-        via="web app relay" if via_web else "transcriber",
+        via=("web app relay -> " if via_web else "")
+        + (f"nginx -> {replicas} replicas" if replicas > 1 else "transcriber"),
         rss_start_mb=round(rss_start, 1),
         rss_warm_mb=round(rss_warm, 1),
         rss_end_mb=round(rss_end, 1),

@@ -101,12 +101,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         eng.warmup()
         svc = Service.build(settings, eng)
         svc.scheduler.start()
+        leases = asyncio.create_task(svc.keep_leases(), name="leases")
         app.state.service = svc
-        log.info("transcriber ready: engine=%s capacity=%d", eng.name, svc.scheduler.max_sessions)
+        log.info(
+            "transcriber %s ready: engine=%s capacity=%d",
+            svc.replica,
+            eng.name,
+            svc.scheduler.max_sessions,
+        )
         try:
             yield
         finally:
             await drain(svc)
+            leases.cancel()
             svc.scheduler.stop()
             svc.store.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from fastapi import WebSocket
 from pydantic import ValidationError
@@ -43,6 +44,8 @@ from hubbub.transcriber.sessions import LiveSession, SessionError, close_with_er
 from hubbub.transcriber.store import SessionInfo
 
 log = logging.getLogger(__name__)
+HANDOVER_S = 5.0  # how long a replica waits for another to hand a session over
+CLAIM_POLL_S = 0.1
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -152,16 +155,18 @@ async def _open(
             session.attach(ws, client, start)
             await _greet(session, start, resumed=True)
             return session
-        info = svc.store.info(start.session_id)
-        if info is None or not (
-            who.may_see(info.tenant) and token_ok(start.resume_token, info.token_hash)
-        ):
-            raise _unknown(start.session_id)
+        info = _stored(svc, who, start)
         if info.status == "ended":
             await _replay_ended(ws, svc, info, start)
             return None
         _check_load(svc, client)
-        session = _continued(svc, start, client, info)
+        await _claim(svc, info.id)
+        try:
+            # As its last owner left it: it may have stored more since we first looked.
+            session = _continued(svc, start, client, _stored(svc, who, start))
+        except BaseException:
+            svc.store.release(info.id, svc.replica, "interrupted")
+            raise
         session.attach(ws, client)
         await _greet(session, start, resumed=True)
         return session
@@ -170,6 +175,35 @@ async def _open(
     except SchedulerFull as exc:
         svc.metrics.sessions_refused.labels("server_full").inc()
         raise SessionError("server_full", f"server is at capacity ({exc}); retry later") from exc
+
+
+def _stored(svc: Service, who: Identity, start: Start) -> SessionInfo:
+    """The stored session a resume names, if its token and tenant fit."""
+    assert start.session_id is not None
+    info = svc.store.info(start.session_id)
+    if info is None or not (
+        who.may_see(info.tenant) and token_ok(start.resume_token, info.token_hash)
+    ):
+        raise _unknown(start.session_id)
+    return info
+
+
+async def _claim(svc: Service, session_id: str) -> None:
+    """Own a stored session: at once when no other replica's lease holds it; else ask its
+    owner to hand it over, and wait for that or for its lease to lapse (a replica that
+    died), a little over one lease at most."""
+    lease_s = svc.settings.lease_s
+    deadline = time.monotonic() + lease_s + HANDOVER_S
+    asked = False
+    while not svc.store.claim(session_id, svc.replica, lease_s):
+        if not asked:
+            svc.store.want(session_id, svc.replica)
+            asked = True
+        if time.monotonic() > deadline:
+            raise SessionError(
+                "session_busy", "another replica still holds this session; retry shortly"
+            )
+        await asyncio.sleep(CLAIM_POLL_S)
 
 
 def _check_load(svc: Service, client: str) -> None:
@@ -191,7 +225,15 @@ def _new(svc: Service, start: Start, who: Identity, client: str) -> tuple[LiveSe
     )
     session.open()  # SchedulerFull: nothing was created
     svc.live[session.id] = session
-    svc.store.create(session.id, svc.engine.name, "live", session.tenant, hashed)
+    svc.store.create(
+        session.id,
+        svc.engine.name,
+        "live",
+        session.tenant,
+        hashed,
+        owner=svc.replica,
+        lease_s=svc.settings.lease_s,
+    )
     svc.metrics.sessions_total.labels("live").inc()
     return session, token
 
@@ -209,6 +251,7 @@ def _continued(svc: Service, start: Start, client: str, info: SessionInfo) -> Li
         offset_s=info.committed_s,
         seq=max(info.last_seq, start.last_seq or 0),
         segment_base=info.segments,
+        engine_state=svc.store.engine_state(info.id),
     )
     session.open()
     svc.live[session.id] = session

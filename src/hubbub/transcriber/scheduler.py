@@ -59,6 +59,7 @@ class Stream:
     max_buffer_samples: int
     realtime: bool = True  # a live stream, not a file fed as fast as it is processed
     segment_base: int = 0  # final segments this session already had (a continued session)
+    state: str = ""  # the engine's state to continue from (a continued session)
     engine_session: EngineSession | None = None
     buffer: deque[np.ndarray] = field(default_factory=deque)
     buffered: int = 0
@@ -220,6 +221,7 @@ class Scheduler:
         *,
         realtime: bool = True,
         segment_base: int = 0,
+        state: str = "",
     ) -> Stream:
         with self._cond:
             self._admit(realtime)
@@ -230,6 +232,7 @@ class Scheduler:
                 int(self.max_buffer_s * SAMPLE_RATE),
                 realtime,
                 segment_base,
+                state,
             )
             self._streams[stream_id] = stream
             self._cond.notify()
@@ -295,6 +298,16 @@ class Scheduler:
             stream.closing = True
             self._cond.notify()
 
+    def drop(self, stream: Stream) -> None:
+        """Forget the stream now, with the audio it still buffers (its session went on
+        elsewhere, where the client sends that audio again)."""
+        with self._cond:
+            stream.buffer.clear()
+            stream.buffered = 0
+            stream.flush_cut = stream.flush_requested
+            stream.closing = True
+            self._cond.notify()
+
     # -- the worker ----------------------------------------------------------------
 
     def _ready(self) -> bool:
@@ -322,6 +335,14 @@ class Scheduler:
                 log.exception("scheduler worker: unexpected error")
                 time.sleep(0.1)
 
+    def _restore(self, s: Stream) -> None:
+        assert s.engine_session is not None
+        try:
+            self.engine.restore(s.engine_session, s.state)
+        except Exception:  # a state it cannot read: the session goes on, its speakers new
+            log.warning("session %s: engine state not restored", s.id, exc_info=True)
+        s.state = ""
+
     def _collect(self) -> list[tuple[Stream, ChunkInput, int]]:
         """Under the lock: open new sessions, drop closed ones, cut one chunk per stream."""
         chunk = self.engine.chunk_samples
@@ -330,6 +351,8 @@ class Scheduler:
             if s.engine_session is None:
                 s.engine_session = self.engine.open_session(s.id, s.options)
                 s.engine_session.segments_out = s.segment_base
+                if s.state:
+                    self._restore(s)
             pending = s.flush_requested > s.flush_cut
             if s.failed or (s.closing and not s.buffered and not pending):
                 del self._streams[s.id]

@@ -37,6 +37,12 @@ sessions = sa.Table(
     sa.Column("tenant", sa.Text, nullable=False, server_default="local"),
     sa.Column("token_hash", sa.Text, nullable=False, server_default=""),
     sa.Column("committed_s", sa.Float, nullable=False, server_default="0"),
+    # The lease: the replica stepping the session, the database time its claim lapses, and
+    # a replica that asked to take the session over (a client resumed there).
+    sa.Column("owner", sa.Text, nullable=False, server_default=""),
+    sa.Column("lease_until", sa.Float, nullable=False, server_default="0"),
+    sa.Column("wanted_by", sa.Text, nullable=False, server_default=""),
+    sa.Column("engine_state", sa.Text, nullable=False, server_default=""),  # engine's JSON
 )
 
 segments = sa.Table(

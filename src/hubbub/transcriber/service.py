@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ class Service:
     # client's limit like the sessions it holds (attached or parked).
     handshakes: Counter[str] = field(default_factory=Counter)
     draining: bool = False  # shutting down: no new connections
+    replica: str = ""  # our name in the sessions' leases
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine) -> Service:
@@ -48,7 +51,30 @@ class Service:
         scheduler = Scheduler(engine, settings.max_sessions, settings.max_buffer_s, on_step=on_step)
         store = TranscriptStore(settings.database_url or _sqlite_path(settings.data_dir))
         keyring = Keyring.from_settings(settings)
-        return cls(settings, engine, scheduler, store, metrics, keyring)
+        replica = settings.replica_id or f"{socket.gethostname()}:{settings.port}"
+        return cls(settings, engine, scheduler, store, metrics, keyring, replica=replica)
+
+    async def keep_leases(self) -> None:
+        """Renew the leases of our live sessions a few times per lease; hand over the ones
+        another replica asks for (a client resumed there), and stop the ones another
+        replica owns now (ours lapsed: this process stalled). Runs until cancelled."""
+        every = self.settings.lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            # A session still ending is still ours: its last finals are being written.
+            live = [s for s in self.live.values() if s.state != "ended"]
+            try:
+                held, wanted = self.store.renew(
+                    self.replica, [s.id for s in live], self.settings.lease_s
+                )
+            except Exception:  # the database is away: try again; leases lapse meanwhile
+                log.warning("renewing leases failed", exc_info=True)
+                continue
+            for session in live:
+                if session.id not in held:
+                    session.lose("another replica took this session over")
+                elif session.id in wanted:
+                    session.hand_over()
 
     @property
     def limits(self) -> Limits:

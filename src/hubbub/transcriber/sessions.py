@@ -8,6 +8,11 @@ client that comes back with the session's id and resume token gets every final i
 missed and carries on. When the grace period ends, the buffered audio is flushed into
 finals, so a disconnect loses nothing that was sent.
 
+Replicas sharing one store lease each live session to one of them (renewed by
+``Service.keep_leases``). Asked for the session by another replica (its client resumed
+there), a session stops at once and lets go (``hand_over``); one whose lease another
+replica took stops writing (``lose``): two replicas never step one session.
+
 Only the event loop touches a ``LiveSession``; the scheduler's worker owns the
 ``Stream`` behind it and is reached only through ``Scheduler`` methods.
 """
@@ -39,6 +44,7 @@ from hubbub.protocol import (
 )
 from hubbub.security import Identity, token_ok
 from hubbub.transcriber.scheduler import BufferFull, Delivery, Stream, threadsafe_queue_put
+from hubbub.transcriber.store import LeaseLost
 from hubbub.transcript import Segment
 
 if TYPE_CHECKING:
@@ -49,11 +55,12 @@ PROGRESS_EVERY_S = 1.0  # an update at least this often while audio flows
 STORE_PROGRESS_EVERY_S = 2.0  # settled audio is recorded when it moved this far
 
 State = Literal["attached", "parked", "ending", "ended"]
-EndReason = Literal["stop", "shutting_down", "disconnected", "error"]
+EndReason = Literal["stop", "shutting_down", "disconnected", "moved", "error"]
 STORED_STATUS: dict[EndReason, str] = {
     "stop": "ended",
     "shutting_down": "interrupted",
     "disconnected": "disconnected",
+    "moved": "interrupted",  # handed to another replica, which marks it live again
     "error": "failed",
 }
 
@@ -115,6 +122,7 @@ class LiveSession:
         offset_s: float = 0.0,
         seq: int = 0,
         segment_base: int = 0,
+        engine_state: str = "",
     ) -> None:
         self.svc = svc
         self.id = session_id
@@ -127,6 +135,9 @@ class LiveSession:
         self.offset_s = offset_s
         self.seq = seq
         self.segment_base = segment_base
+        self.engine_state = engine_state  # to continue from; then the newest not stored
+        self.lease_lost = False  # another replica owns the session now: write nothing
+        self.cut_short = False  # stopped without a flush (hand_over, lose)
         self.decoder = PcmDecoder(start.sample_rate, start.channels)
         self.decoded_before_s = offset_s  # client audio decoded by earlier decoders
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
@@ -169,7 +180,9 @@ class LiveSession:
             threadsafe_queue_put(loop, self.queue),
             realtime=self.start.realtime,
             segment_base=self.segment_base,
+            state=self.engine_state,
         )
+        self.engine_state = ""
         self.pump = asyncio.create_task(self._pump(), name=f"pump-{self.id}")
         self.svc.metrics.sessions_active.inc()
 
@@ -242,6 +255,38 @@ class LiveSession:
         self.svc.scheduler.park(self.stream)
         self.expiry = asyncio.get_running_loop().call_later(grace_s, self.finish, "disconnected")
 
+    def hand_over(self) -> None:
+        """Another replica asked for the session (its client resumed there): tell the
+        socket still here, and stop at once, leaving the session as stored. The audio not
+        settled yet is not flushed into finals here: the client sends it again to the
+        other replica, which transcribes the utterance in progress whole."""
+        if self.state not in ("attached", "parked"):
+            return
+        old, self.ws = self.ws, None
+        if old is not None:
+            self.closing_old = asyncio.create_task(
+                close_with_error(old, "taken_over", "the session was resumed on another replica")
+            )
+        self.end_reason = "moved"
+        self._stop_now()
+
+    def lose(self, message: str) -> None:
+        """Another replica owns the session now (our lease lapsed): stop at once, writing
+        nothing more; that replica has its audio from the client's replay."""
+        if self.state == "ended":
+            return
+        self.lease_lost = True
+        self.error = ("taken_over", message)
+        self._stop_now()
+
+    def _stop_now(self) -> None:
+        self.state = "ending"
+        self.cut_short = True
+        if self.stream is not None:
+            self.svc.scheduler.drop(self.stream)
+        if self.pump is not None:
+            self.pump.cancel()
+
     def finish(self, reason: EndReason) -> None:
         """Turn all audio received into finals, then end the session."""
         assert self.stream is not None
@@ -305,6 +350,12 @@ class LiveSession:
                     await self._publish(d)
                 if self.end_flush is not None and d.flushed_through >= self.end_flush:
                     return
+        except LeaseLost as exc:
+            self.lease_lost = True
+            self.error = ("taken_over", str(exc))
+        except asyncio.CancelledError:
+            if not self.cut_short:
+                raise
         except Exception as exc:  # a store that cannot write, say: end this session alone
             log.exception("session %s failed", self.id)
             self.error = ("internal_error", f"{exc.__class__.__name__}: {exc}")
@@ -366,9 +417,21 @@ class LiveSession:
         m.audio_seconds.inc(max(0.0, upd.audio_processed_s - self.counted_s))
         self.counted_s = upd.audio_processed_s
         m.lag_seconds.observe(lag)
+        if upd.state is not None:
+            self.engine_state = upd.state
         if finals:
-            # Stored before it is sent: a final the client saw is always in the store.
-            self.svc.store.add_finals(self.id, self.seq, finals, processed, committed)
+            # Stored before it is sent: a final the client saw is always in the store, and
+            # only while this replica owns the session.
+            self.svc.store.add_finals(
+                self.id,
+                self.seq,
+                finals,
+                processed,
+                committed,
+                owner=self.svc.replica,
+                engine_state=self.engine_state or None,
+            )
+            self.engine_state = ""
             self.stored_committed_s = committed
             m.finals.inc(len(finals))
             for seg in upd.finals:
@@ -411,7 +474,8 @@ class LiveSession:
             self.svc.metrics.sessions_active.dec()
             self.svc.forget(self)
             reason: EndReason = "error" if self.error else self.end_reason
-            self.svc.store.set_status(self.id, STORED_STATUS[reason])
+            if not self.lease_lost:
+                self.svc.store.release(self.id, self.svc.replica, STORED_STATUS[reason])
             if self.attached:
                 assert self.ws is not None
                 await self._goodbye(self.ws)

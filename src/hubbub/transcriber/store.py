@@ -40,11 +40,17 @@ class SessionInfo:
     speakers: int
     speaker_names: dict[str, str]
     token_hash: str = field(repr=False, default="")
+    owner: str = ""  # the replica stepping it, while its lease holds
 
     def as_dict(self) -> dict:
+        """What the API shows: not the token's hash, nor which replica runs it."""
         out = self.__dict__.copy()
-        del out["token_hash"]
+        del out["token_hash"], out["owner"]
         return out
+
+
+class LeaseLost(Exception):
+    """Another replica owns the session now: this one must stop writing it."""
 
 
 def database_url(location: str | Path) -> str:
@@ -81,8 +87,16 @@ class TranscriptStore:
         self._engine.dispose()
 
     def create(
-        self, session_id: str, engine: str, source: str, tenant: str, token_hash: str = ""
+        self,
+        session_id: str,
+        engine: str,
+        source: str,
+        tenant: str,
+        token_hash: str = "",
+        owner: str = "",
+        lease_s: float = 0.0,
     ) -> None:
+        """A new session; a live one is created leased to ``owner`` for ``lease_s``."""
         now = time.time()
         with self._lock, self._engine.begin() as c:
             c.execute(
@@ -95,8 +109,76 @@ class TranscriptStore:
                     status="live",
                     tenant=tenant,
                     token_hash=token_hash,
+                    owner=owner,
+                    lease_until=self._now() + lease_s if owner else 0.0,
                 )
             )
+
+    # -- leases: one replica steps a session at a time ---------------------------------
+    # Times are the database's clock, so replicas whose clocks disagree still agree on
+    # when a lease lapses.
+
+    def _now(self) -> sa.ColumnElement:
+        if self._engine.dialect.name == "sqlite":
+            return (sa.func.julianday("now") - 2440587.5) * 86400.0
+        return sa.cast(sa.func.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+
+    def claim(self, session_id: str, replica: str, lease_s: float) -> bool:
+        """Own the session for ``lease_s`` if nobody else's lease holds; whether we do."""
+        s = sessions.c
+        with self._lock, self._engine.begin() as c:
+            done = c.execute(
+                sessions.update()
+                .where(
+                    s.id == session_id,
+                    sa.or_(s.owner == replica, s.owner == "", s.lease_until < self._now()),
+                )
+                .values(owner=replica, lease_until=self._now() + lease_s, wanted_by="")
+            )
+        return done.rowcount == 1
+
+    def want(self, session_id: str, replica: str) -> None:
+        """Ask the session's owner to hand it over (it sees this when it renews)."""
+        with self._lock, self._engine.begin() as c:
+            c.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id, sessions.c.owner != replica)
+                .values(wanted_by=replica)
+            )
+
+    def renew(
+        self, replica: str, session_ids: Iterable[str], lease_s: float
+    ) -> tuple[set[str], set[str]]:
+        """Extend our leases on ``session_ids``; the ones we still own, and the ones of
+        those another replica asked for."""
+        ids = list(session_ids)
+        if not ids:
+            return set(), set()
+        s = sessions.c
+        mine = sa.and_(s.id.in_(ids), s.owner == replica)
+        with self._lock, self._engine.begin() as c:
+            c.execute(sessions.update().where(mine).values(lease_until=self._now() + lease_s))
+            rows = c.execute(sa.select(s.id, s.wanted_by).where(mine)).all()
+        return {sid for sid, _ in rows}, {sid for sid, wanted in rows if wanted}
+
+    def release(self, session_id: str, replica: str, status: str) -> None:
+        """Leave the session with ``status`` and give up our lease on it: any replica may
+        take it at once (nothing is written if another replica owns it now)."""
+        s = sessions.c
+        with self._lock, self._engine.begin() as c:
+            c.execute(
+                sessions.update()
+                .where(s.id == session_id, s.owner.in_((replica, "")))
+                .values(status=status, updated=time.time(), owner="", lease_until=0.0)
+            )
+
+    def engine_state(self, session_id: str) -> str:
+        """What the engine saved to continue the session elsewhere ('' for nothing)."""
+        with self._engine.begin() as c:
+            row = c.execute(
+                sa.select(sessions.c.engine_state).where(sessions.c.id == session_id)
+            ).first()
+        return row[0] if row else ""
 
     def exists(self, session_id: str) -> bool:
         with self._engine.begin() as c:
@@ -110,15 +192,21 @@ class TranscriptStore:
         segments_: Iterable[Segment],
         audio_s: float,
         committed_s: float | None = None,
+        owner: str | None = None,
+        engine_state: str | None = None,
     ) -> None:
         """Append finals sent in update ``seq`` (one transaction, so a crash keeps all or
-        none), and how far the session's audio is settled with them."""
+        none), how far the session's audio is settled with them, and the engine's state
+        as of them. With ``owner``, LeaseLost (and nothing written) unless it still owns
+        the session."""
         rows = list(segments_)
         s = sessions.c
         with self._lock, self._engine.begin() as c:
             # The session row is locked first (PostgreSQL), so two writers of one session
             # cannot number their finals alike.
-            c.execute(sa.select(s.id).where(s.id == session_id).with_for_update())
+            row = c.execute(sa.select(s.owner).where(s.id == session_id).with_for_update()).first()
+            if owner is not None and (row is None or row[0] != owner):
+                raise LeaseLost(f"session {session_id} is owned by another replica")
             count = c.execute(
                 sa.select(sa.func.count()).where(segments.c.session_id == session_id)
             ).scalar_one()
@@ -146,6 +234,7 @@ class TranscriptStore:
                     audio_s=_greatest(s.audio_s, audio_s),
                     last_seq=seq,
                     committed_s=_greatest(s.committed_s, committed_s or 0.0),
+                    **({} if engine_state is None else {"engine_state": engine_state}),
                 )
             )
 
@@ -271,6 +360,7 @@ class TranscriptStore:
                 sa.func.count(sa.distinct(g.speaker)),
                 s.speaker_names,
                 s.token_hash,
+                s.owner,
             )
             .select_from(sessions.outerjoin(segments, g.session_id == s.id))
             .group_by(s.id)
@@ -284,7 +374,8 @@ class TranscriptStore:
         with self._engine.begin() as c:
             rows = c.execute(query).all()
         return [
-            SessionInfo(*r[:-2], speaker_names=json.loads(r[-2]), token_hash=r[-1]) for r in rows
+            SessionInfo(*r[:-3], speaker_names=json.loads(r[-3]), token_hash=r[-2], owner=r[-1])
+            for r in rows
         ]
 
     def delete(self, session_id: str) -> bool:

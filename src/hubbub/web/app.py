@@ -149,7 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if isinstance(who, tuple):
             await refuse(websocket, *who, stats)
             return
-        await relay(websocket, client, stats, upstream_headers(settings, websocket, who))
+        headers = upstream_headers(settings, websocket, who)
+        await relay(websocket, client, stats, headers, settings.open_within_s)
 
     async def upstream(
         request: Request, who: Identity, path: str, method: str = "GET", body: bytes | None = None

@@ -99,8 +99,10 @@ async def relay(
     client: TranscriberClient,
     stats: RelayStats,
     headers: dict[str, str] | None = None,
+    open_within_s: float = 0.0,
 ) -> None:
-    """Serve one browser socket for its whole life (``headers`` go upstream with it)."""
+    """Serve one browser socket for its whole life (``headers`` go upstream with it); a
+    refusal that may pass (a full transcriber) is tried again for ``open_within_s``."""
     await ws.accept()
     stats.connections += 1
     stream: ResumingStream | None = None
@@ -122,7 +124,11 @@ async def relay(
 
         try:
             stream = await client.open_resumable(
-                first["text"], headers, resume_within_s=RESUME_WITHIN_S, on_resume=resumed
+                first["text"],
+                headers,
+                open_within_s=open_within_s,
+                resume_within_s=RESUME_WITHIN_S,
+                on_resume=resumed,
             )
         except TranscriberError as exc:
             stats.refused_total += 1

@@ -45,6 +45,7 @@ MAX_EDGE_S = 0.5  # how far a segment may reach past its words to where speech w
 SKIP_S = 0.5  # a decode whose new words start this far past the final ones skipped some
 SILENT_TAIL_S = 1.0  # an utterance's audio past its final words that should hold words
 CATCH_UP_S = 0.5  # a live session further behind than this refreshes less often
+STATE_EVERY_S = 5.0  # the speakers' state goes out at most this often, or with a new label
 
 
 @dataclass
@@ -57,6 +58,8 @@ class CpuSession(EngineSession):
     partial: Segment | None = None
     open_text: OpenText | None = None  # the open utterance's words already final
     last_final: tuple[float, int] | None = None  # end and speaker of the latest final
+    state_at: float = -STATE_EVERY_S  # audio time the speakers' state was last given out
+    state_labels: int = 0  # the labels used when it was
 
 
 @dataclass
@@ -195,9 +198,27 @@ class CpuEngine(Engine):
                 committed_s=w.committed_s,
                 idle=w.idle,
                 relabel=w.relabel,
+                state=self._state(w),
             )
             for w in work
         ]
+
+    @staticmethod
+    def _state(w: _Work) -> str | None:
+        """The speakers' voices, with finals that may have changed them: often enough that
+        a replica taking the session over labels speakers as this one did."""
+        s, speakers = w.session, w.session.speakers
+        if not (w.finals or w.relabel) or not speakers.sums:
+            return None
+        if speakers.next_label == s.state_labels and s.audio_s - s.state_at < STATE_EVERY_S:
+            return None
+        s.state_at, s.state_labels = s.audio_s, speakers.next_label
+        return speakers.export()
+
+    def restore(self, session: EngineSession, state: str) -> None:
+        assert isinstance(session, CpuSession)
+        session.speakers.restore(state)
+        session.state_labels = session.speakers.next_label
 
     def _advance(self, item: ChunkInput) -> _Work:
         s = item.session

@@ -13,6 +13,7 @@ are merged into one item.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,6 +77,36 @@ class SpeakerTracker:
     @staticmethod
     def name(label: int) -> str:
         return f"S{label + 1}"
+
+    def export(self) -> str:
+        """The session's voices as JSON: what another replica needs to go on giving each
+        speaker the same label (a few KB; the segments kept for second looks stay here)."""
+        spread = None if self.spread is None else [self.spread.mean, self.spread.var, self.spread.n]
+        voices = {
+            str(label): {"s": round(self.seconds[label], 3), "v": np.round(unit(v), 5).tolist()}
+            for label, v in self.sums.items()
+        }
+        return json.dumps({"next_label": self.next_label, "spread": spread, "voices": voices})
+
+    def restore(self, state: str) -> None:
+        """Go on from another replica's ``export``: each voice is one kept item, so second
+        looks weigh it with the new segments (ValueError when ``state`` does not fit)."""
+        data = json.loads(state)
+        voices: dict[int, tuple[np.ndarray, float]] = {}
+        for key, voice in data["voices"].items():
+            vector = np.asarray(voice["v"], dtype=np.float32)
+            seconds = float(voice["s"])
+            if vector.ndim != 1 or not np.isfinite(vector).all() or not seconds > 0:
+                raise ValueError(f"voice {key} is not a voice")
+            voices[int(key)] = (unit(vector), seconds)
+        if len(voices) > self.max_speakers:
+            raise ValueError(f"{len(voices)} voices for at most {self.max_speakers} speakers")
+        self.next_label = max(int(data["next_label"]), *(k + 1 for k in voices), 0)
+        if data.get("spread"):
+            self.spread = Spread(*map(float, data["spread"]))
+        for label, (vector, seconds) in sorted(voices.items()):
+            self._add(label, vector, seconds)
+            self.items.append(Item([], vector, seconds, label))
 
     def join_threshold(self) -> float:
         if self.spread is None:

@@ -17,6 +17,7 @@ const BYTES_PER_S = RATE * 2;
 
 export const ERRORS = {
   server_full: "The server is busy: every live slot is taken.",
+  session_busy: "The session is moving to another server.",
   transcriber_unavailable: "The transcription service cannot be reached.",
   transcriber_lost: "The connection to the transcription service dropped.",
   transcriber_timeout: "The transcription service did not answer in time.",
@@ -36,7 +37,7 @@ export const ERRORS = {
 };
 
 // What the server says about its error codes; until it answers, the usual ones.
-let RETRYABLE = new Set(["server_full", "too_many_connections", "shutting_down", "internal_error", "transcriber_unavailable", "transcriber_lost", "transcriber_timeout"]);
+let RETRYABLE = new Set(["server_full", "session_busy", "too_many_connections", "shutting_down", "internal_error", "transcriber_unavailable", "transcriber_lost", "transcriber_timeout"]);
 export const protocolReady = fetch(new URL("protocol.json", new URL(".", location.href)))
   .then((r) => (r.ok ? r.json() : null))
   .then((p) => {
