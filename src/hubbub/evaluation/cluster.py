@@ -17,13 +17,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from hubbub.evaluation.loadtest import free_port, spawn
+from hubbub.evaluation.loadtest import free_port, serving, spawn
 
 
 def _pg_bindir() -> Path:
@@ -156,24 +155,10 @@ def nginx(backends: list[int], port: int | None = None) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(url + "/", timeout=1)
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"nginx did not start: {err}")
-            time.sleep(0.05)
-        yield url
+        with serving(proc, f"http://127.0.0.1:{port}/", "nginx", 20, any_answer=True):
+            yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         shutil.rmtree(root, ignore_errors=True)
 
 

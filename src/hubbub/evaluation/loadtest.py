@@ -51,23 +51,22 @@ def process_rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def spawn(command: list[str], env: dict[str, str], health_url: str) -> Iterator[subprocess.Popen]:
-    """Run a hubbub service in its own process until it answers /health."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hubbub", *command],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def serving(
+    proc: subprocess.Popen, url: str, what: str, wait_s: float = 120.0, any_answer: bool = False
+) -> Iterator[subprocess.Popen]:
+    """``proc`` for the ``with`` block, once ``url`` answers (200, or anything with
+    ``any_answer``); stopped after it."""
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + wait_s
         while True:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(health_url, timeout=1).status_code == 200:
+                status = httpx.get(url, timeout=1).status_code
+                if any_answer or status == 200:
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"hubbub {command[0]} did not start")
-            time.sleep(0.2)
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"{what} did not start {err}".strip())
+            time.sleep(0.1)
         yield proc
     finally:
         proc.terminate()
@@ -75,6 +74,19 @@ def spawn(command: list[str], env: dict[str, str], health_url: str) -> Iterator[
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def spawn(
+    command: list[str], env: dict[str, str], health_url: str
+) -> contextlib.AbstractContextManager[subprocess.Popen]:
+    """Run a hubbub service in its own process, from when it answers /health."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hubbub", *command],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return serving(proc, health_url, f"hubbub {command[0]}")
 
 
 @dataclass
