@@ -20,7 +20,7 @@ PYTHON=.venv/bin/python bash scripts/install-test-voices.sh
 # Store tests: Debian's PostgreSQL server (tests start their own cluster on a free port);
 # replica tests: nginx as the load balancer in front of two transcribers.
 need=()
-for p in chromium chromium-driver postgresql nginx-light; do
+for p in chromium chromium-driver postgresql nginx; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || need+=("$p")
 done
 if ((${#need[@]})); then

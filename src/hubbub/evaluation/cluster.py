@@ -141,7 +141,7 @@ def nginx(backends: list[int], port: int | None = None) -> Iterator[str]:
     127.0.0.1, round robin); yields its base URL."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
-        raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
+        raise RuntimeError("nginx is not installed (apt-get install nginx)")
     port = port or free_port()
     root = Path(tempfile.mkdtemp(prefix="hubbub-nginx-"))
     servers = "\n".join(
