@@ -33,8 +33,7 @@ import httpx
 from hubbub.audio import float_to_pcm16
 from hubbub.client import TranscriberClient
 from hubbub.decode import load_audio
-from hubbub.evaluation.cluster import Replicas, nginx, postgres_server
-from hubbub.evaluation.loadtest import free_port, spawn
+from hubbub.evaluation.cluster import Replicas, free_port, nginx, postgres_server, spawn
 from hubbub.evaluation.metrics import wer
 from hubbub.pacing import Pacer
 from hubbub.protocol import SpeakersUpdate, TranscriptUpdate

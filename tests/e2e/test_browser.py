@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hubbub.evaluation.loadtest import spawn
+from hubbub.evaluation.cluster import spawn
 from hubbub.settings import Settings
 from hubbub.web.app import create_app
 

@@ -23,7 +23,7 @@ from hubbub.audio import float_to_pcm16
 from hubbub.client import TranscriberClient
 from hubbub.decode import load_audio
 from hubbub.engines.cpu import CpuEngine
-from hubbub.evaluation.loadtest import spawn
+from hubbub.evaluation.cluster import spawn
 from hubbub.evaluation.metrics import wer
 from hubbub.protocol import ERROR_CLOSE_CODES, MAX_SEQ, SpeakersUpdate, Start, TranscriptUpdate
 from hubbub.settings import Settings

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from openai import OpenAI
 
-from hubbub.evaluation.loadtest import spawn
+from hubbub.evaluation.cluster import spawn
 from hubbub.evaluation.metrics import wer
 from hubbub.settings import Settings
 from hubbub.transcriber.app import create_app

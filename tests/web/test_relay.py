@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from hubbub.client import TranscriberClient
-from hubbub.evaluation.loadtest import spawn
+from hubbub.evaluation.cluster import spawn
 from hubbub.evaluation.metrics import wer
 from hubbub.protocol import SpeakersUpdate, TranscriptUpdate
 from hubbub.settings import Settings

@@ -5,7 +5,7 @@ Tests and benchmarks use it to do to replicas what happens in a deployment (kill
 fill one) with the real parts: ``initdb``/``pg_ctl`` start a throwaway cluster on a free
 port (as the `postgres` user when we are root: PostgreSQL refuses to run as root), nginx
 runs with a config of our own in a temporary folder, and each replica is a
-``hubbub transcriber`` process.
+``hubbub transcriber`` process (``spawn``, which load tests and other tests use too).
 """
 
 from __future__ import annotations
@@ -15,14 +15,60 @@ import glob
 import itertools
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from hubbub.evaluation.loadtest import free_port, serving, spawn
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(
+    proc: subprocess.Popen, url: str, what: str, wait_s: float = 120.0, any_answer: bool = False
+) -> Iterator[subprocess.Popen]:
+    """``proc`` for the ``with`` block, once ``url`` answers (200, or anything with
+    ``any_answer``); stopped after it."""
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                status = httpx.get(url, timeout=1).status_code
+                if any_answer or status == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"{what} did not start {err}".strip())
+            time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def spawn(
+    command: list[str], env: dict[str, str], health_url: str
+) -> contextlib.AbstractContextManager[subprocess.Popen]:
+    """Run a hubbub service in its own process, from when it answers /health."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hubbub", *command],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return serving(proc, health_url, f"hubbub {command[0]}")
 
 
 def _pg_bindir() -> Path:

@@ -12,13 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -29,17 +24,12 @@ from scipy.optimize import linear_sum_assignment
 from hubbub.audio import SAMPLE_RATE, float_to_pcm16
 from hubbub.client import TranscriberClient, TranscriberError
 from hubbub.evaluation.benchmark import percentile
+from hubbub.evaluation.cluster import Replicas, free_port, nginx, postgres_server, spawn
 from hubbub.evaluation.metrics import wer
 from hubbub.pacing import Pacer
 from hubbub.protocol import Ended, ErrorMessage, Pong, SpeakersUpdate, Start, TranscriptUpdate
 
 FRAME_S = 0.1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def process_rss_mb(pid: int) -> float:
@@ -48,45 +38,6 @@ def process_rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-@contextlib.contextmanager
-def serving(
-    proc: subprocess.Popen, url: str, what: str, wait_s: float = 120.0, any_answer: bool = False
-) -> Iterator[subprocess.Popen]:
-    """``proc`` for the ``with`` block, once ``url`` answers (200, or anything with
-    ``any_answer``); stopped after it."""
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                status = httpx.get(url, timeout=1).status_code
-                if any_answer or status == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"{what} did not start {err}".strip())
-            time.sleep(0.1)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def spawn(
-    command: list[str], env: dict[str, str], health_url: str
-) -> contextlib.AbstractContextManager[subprocess.Popen]:
-    """Run a hubbub service in its own process, from when it answers /health."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hubbub", *command],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return serving(proc, health_url, f"hubbub {command[0]}")
 
 
 @dataclass
@@ -223,8 +174,6 @@ def run_load(audios: dict[str, np.ndarray], via_web: bool = False, replicas: int
             "HUBBUB_TRUSTED_PROXIES": '["127.0.0.1"]',  # the web app speaks for browsers
         }
         if replicas > 1:
-            from hubbub.evaluation.cluster import Replicas, nginx, postgres_server
-
             pg = stack.enter_context(postgres_server())
             cluster = stack.enter_context(Replicas(pg.new_database(), replicas, env))
             procs = list(cluster.procs.values())

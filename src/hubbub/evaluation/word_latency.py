@@ -35,7 +35,8 @@ from hubbub.client import TranscriberClient
 from hubbub.decode import load_audio
 from hubbub.engines.cpu.whisper import WhisperAsr
 from hubbub.evaluation.benchmark import GAP_S, percentile
-from hubbub.evaluation.loadtest import free_port, process_rss_mb, spawn
+from hubbub.evaluation.cluster import free_port, spawn
+from hubbub.evaluation.loadtest import process_rss_mb
 from hubbub.evaluation.metrics import WerResult, aggregate, normalize_text, wer
 from hubbub.pacing import Pacer
 from hubbub.protocol import Ended, ErrorMessage, Start, TranscriptUpdate
