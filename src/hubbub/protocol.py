@@ -199,6 +199,11 @@ RETRYABLE_CODES = frozenset(
 )
 
 
+# Of those, the refusals that say one replica is busy (full, restarting, still holding a
+# session): behind a load balancer, the same request may pass on another one at once.
+BUSY_CODES = frozenset({"server_full", "session_busy", "shutting_down"})
+
+
 def close_code(error_code: str) -> int:
     return ERROR_CLOSE_CODES.get(error_code, CLOSE_INTERNAL)
 

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from hubbub.protocol import (
     ABNORMAL_CLOSE_CODES,
+    BUSY_CODES,
     CLOSE_INTERNAL,
     CLOSE_POLICY,
     RETRYABLE_CODES,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from hubbub.client.resuming import ResumingStream
 
 log = logging.getLogger(__name__)
-BUSY_CODES = frozenset({"server_full", "session_busy", "shutting_down"})  # one replica's state
 
 ServerMessage = Annotated[
     Ready | TranscriptUpdate | SpeakersUpdate | Pong | ErrorMessage | Ended,

@@ -135,7 +135,8 @@ class LiveSession:
         self.offset_s = offset_s
         self.seq = seq
         self.segment_base = segment_base
-        self.engine_state = engine_state  # to continue from; then the newest not stored
+        self.restore_from = engine_state  # the engine's state this session continues from
+        self.unsaved_state: str | None = None  # the engine's newest state, not stored yet
         self.lease_lost = False  # another replica owns the session now: write nothing
         self.cut_short = False  # stopped without a flush (hand_over, lose)
         self.decoder = PcmDecoder(start.sample_rate, start.channels)
@@ -180,9 +181,8 @@ class LiveSession:
             threadsafe_queue_put(loop, self.queue),
             realtime=self.start.realtime,
             segment_base=self.segment_base,
-            state=self.engine_state,
+            state=self.restore_from,
         )
-        self.engine_state = ""
         self.pump = asyncio.create_task(self._pump(), name=f"pump-{self.id}")
         self.svc.metrics.sessions_active.inc()
 
@@ -418,7 +418,7 @@ class LiveSession:
         self.counted_s = upd.audio_processed_s
         m.lag_seconds.observe(lag)
         if upd.state is not None:
-            self.engine_state = upd.state
+            self.unsaved_state = upd.state
         if finals:
             # Stored before it is sent: a final the client saw is always in the store, and
             # only while this replica owns the session.
@@ -429,9 +429,9 @@ class LiveSession:
                 processed,
                 committed,
                 owner=self.svc.replica,
-                engine_state=self.engine_state or None,
+                engine_state=self.unsaved_state,
             )
-            self.engine_state = ""
+            self.unsaved_state = None
             self.stored_committed_s = committed
             m.finals.inc(len(finals))
             for seg in upd.finals:

@@ -63,7 +63,8 @@ def _absorb(
             mine = centre(emb[labels == k], durations[labels == k])
             sims = sorted(((float(centres[b] @ mine), b) for b in big), reverse=True)
             best, label = sims[0]
-            if best - sims[1][0] >= margin if len(sims) > 1 else best >= min_cos:
+            stands_out = best - sims[1][0] >= margin if len(sims) > 1 else best >= min_cos
+            if stands_out:
                 labels[labels == k] = label
     return labels
 
