@@ -14,6 +14,8 @@ import uvicorn
 
 from hubbub.evaluation.cluster import free_port
 
+__all__ = ["LoopThread", "free_port", "serve"]  # free_port: for ports with nothing on them
+
 
 @contextlib.contextmanager
 def serve(app, port: int | None = None, health: str = "/health") -> Iterator[str]:
@@ -23,9 +25,10 @@ def serve(app, port: int | None = None, health: str = "/health") -> Iterator[str
     from hubbub.cli.serve import Server
     from hubbub.transcriber.app import drain
 
-    port = port or free_port()
+    # Without a port asked for, uvicorn binds port 0 and the system picks one: a port
+    # found free and bound later may be taken in between (by a client socket, say).
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="auto", proxy_headers=False
+        app, host="127.0.0.1", port=port or 0, log_level="warning", ws="auto", proxy_headers=False
     )
 
     async def drain_if_transcriber() -> None:
@@ -35,8 +38,12 @@ def serve(app, port: int | None = None, health: str = "/health") -> Iterator[str
     server = Server(config, drain_if_transcriber)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"server on port {port or 'any'} did not start")
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     while True:
         try:
             if httpx.get(url + health, timeout=1).status_code == 200:
