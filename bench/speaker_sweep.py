@@ -101,6 +101,14 @@ def report(setting: str, scores: list[FileScore], files: bool) -> None:
             )
 
 
+def merged(base: dict, update: dict) -> dict:
+    """``base`` with ``update``'s fields, nested ones (``{"utterances": {"onset": 0.4}}``) too."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) else value
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path, help="folder with manifest.json")
@@ -117,7 +125,9 @@ def main() -> None:
     engine.asr = asr
     base = engine.config
     for setting in args.settings:
-        engine.config = base.model_copy(update=json.loads(setting))
+        engine.config = CpuEngineConfig.model_validate(
+            merged(base.model_dump(), json.loads(setting))
+        )
         report(setting, run_streaming(engine, recs, SessionOptions()), args.files)
         asr.save()
 

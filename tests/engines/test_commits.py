@@ -64,3 +64,15 @@ def test_a_cut_hands_final_words_past_it_to_the_next_utterance():
     # Pieces go where most of their words went.
     assert [p.segment_id for p in text.pieces] == ["s-1"]
     assert [p.segment_id for p in later.pieces] == ["s-2"]
+
+
+def test_a_decode_saying_final_words_again_repeats_nothing():
+    text = OpenText(start=0)
+    final = words(("never", 31.6, 31.9), ("been", 31.9, 32.24), ("surpassed.", 32.24, 32.6))
+    text.add(Piece("s-1", 0, final), [[1], [2], [3]])
+    # Placed inside the final words: an echo, as is the same word stretched past them.
+    said = words(("been", 31.9, 32.2), ("surpassed.", 32.24, 33.5), ("In", 33.6, 33.8))
+    assert text.echoed(said) == 2
+    # A new word that merely starts early, or a final word said again later, is new.
+    assert text.echoed(words(("Then", 32.4, 33.0))) == 0
+    assert text.echoed(words(("surpassed", 32.7, 33.2))) == 0

@@ -155,6 +155,51 @@ def test_a_quick_exchange_in_one_utterance_becomes_two_speakers(cpu_engine, spee
     assert who(0, a) == who(b, 99) != who(a, b), said
 
 
+def test_a_quick_exchange_is_two_speakers_as_the_words_turn_final(cpu_engine, speech_dir):
+    """Live, before the utterance ends: the words of a second voice that follows the
+    first within one utterance get their own speaker when first given out, not the
+    first voice's label to be corrected later."""
+    first = load_audio(speech_dir / "QuentinFuxa-WhisperLiveKit/6930-75918-0000.flac")
+    second = load_audio(
+        speech_dir / "cmusphinx-pocketsphinx/sense_and_sensibility_01_austen_64kb-0890.flac"
+    )
+    gap = np.zeros(int(0.12 * 16000), np.float32)
+    audio = np.concatenate([first, gap, second])
+    given: dict[str, tuple[str, float, float]] = {}
+
+    def note(_name: str, _t: float, update) -> None:
+        for seg in update.finals:
+            given[seg.id] = (seg.speaker, seg.start, seg.end)
+
+    t = transcribe_many(cpu_engine, {"x": audio}, on_update=note)["x"]
+    a = len(first) / 16000
+    live_first = {spk for spk, lo, hi in given.values() if (lo + hi) / 2 < a}
+    live_second = {spk for spk, lo, hi in given.values() if (lo + hi) / 2 > a + 0.12}
+    said = [(s.speaker, s.start, s.text) for s in t.segments]
+    assert len(live_first) == len(live_second) == 1, (given, said)
+    assert live_first != live_second, (given, said)
+    assert len(t.speakers) == 2, said
+
+
+def test_early_guesses_count_until_their_utterance_ends():
+    """An early final's voice is learnt for the rest of its utterance (a new voice in it
+    founds a speaker at once), then handed over to the utterance's phrases: nothing is
+    counted twice, and a label founded only by guesses is free again."""
+    rng = np.random.default_rng(5)
+    a, b = (unit(rng.standard_normal(32)) for _ in range(2))
+    tracker = SpeakerTracker(max_speakers=4)
+    assert tracker.assign(a, 3.0) == 0
+    assert tracker.guess(b, 1.0, heard_s=1.6) == 1  # a new voice mid-utterance
+    assert tracker.peek(b) == 1 and tracker.n_speakers == 2
+    assert tracker.guess(b, 0.5, heard_s=1.6) == 1  # and it stays that voice
+    assert tracker.guess(unit(rng.standard_normal(32)), 0.5, heard_s=0.4) in (0, 1)  # too short
+    tracker.settle()
+    assert tracker.sums.keys() == {0} and tracker.seconds == {0: 3.0}
+    assert tracker.next_label == 1 and not tracker.pending
+    # The utterance's phrases then found the speaker for real, with the same label.
+    assert tracker.assign(b, 1.5) == 1
+
+
 def test_a_tracker_goes_on_from_another_replicas_export():
     """A session taken over by another replica keeps its speakers' labels: the new
     tracker, restored from the old one's export, labels the same voices alike, numbers a

@@ -18,6 +18,7 @@ from hubbub.audio import SAMPLE_RATE
 from hubbub.transcript import Word
 
 ECHO_SLACK_S = 0.1  # alignment jitter between a final word's end and the next word
+ECHO_WORDS = 3  # a word stretched past the final ones may repeat one of their last this many
 
 _NOT_WORD = re.compile(r"[^\w']+")
 
@@ -75,12 +76,19 @@ class OpenText:
     def echoed(self, words: list[Word]) -> int:
         """How many of a decode's leading words repeat the final ones rather than follow
         them: placed before the last final word ends, they are Whisper saying its prefix
-        again (seen: "has never been surpassed." then "As never been surpassed")."""
+        again (seen: "has never been surpassed." then "As never been surpassed"). A word
+        that starts before that end and spells one of the last final words is an echo
+        too, however far Whisper stretched it (seen: final "surpassed." 32.24-32.60 s,
+        then "surpassed." 32.24-33.50 s, given out twice)."""
         if not self.words:
             return 0
         end = self.end_s - ECHO_SLACK_S
+        recent = {spelling(w.text) for w in self.words[-ECHO_WORDS:]}
         n = 0
-        while n < len(words) and (words[n].start + words[n].end) / 2 < end:
+        while n < len(words):
+            w = words[n]
+            if (w.start + w.end) / 2 >= end and not (w.start < end and spelling(w.text) in recent):
+                break
             n += 1
         return n
 

@@ -322,6 +322,7 @@ class CpuEngine(Engine):
             pos += len(f.phrases)
         for w in work:
             for f in w.closed:
+                w.session.speakers.settle()
                 w.finals += self._segments(w, f)
 
     @staticmethod
@@ -510,8 +511,12 @@ class CpuEngine(Engine):
         """Words final before their utterance ends: a segment, with the speaker their
         voice suggests now (the utterance's end takes a better look)."""
         words = r.words[: r.final]
-        label = s.speakers.peek(voice) if voice.any() else max(0, s.speakers.next_label - 1)
         start, end = words[0].start, words[-1].end
+        if voice.any():
+            heard = min(PIECE_VOICE_S, end - r.utterance.start_s)
+            label = s.speakers.guess(voice, end - words[0].start, heard)
+        else:
+            label = max(0, s.speakers.next_label - 1)
         before = r.text.segment_end
         if before is not None:  # on from the utterance's last final: no hole between them
             start = min(start, before)

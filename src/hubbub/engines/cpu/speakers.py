@@ -69,10 +69,14 @@ class SpeakerTracker:
     spread: Spread | None = None
     next_label: int = 0
     since_refine_s: float = 0.0
+    # The open utterance's early finals: their voices count until it ends (``settle``),
+    # so that a speaker who takes over mid-utterance is told apart before it does.
+    pending: dict[int, np.ndarray] = field(default_factory=dict)  # label -> weighted sum
+    pending_from: int | None = None  # next_label before they founded any
 
     @property
     def n_speakers(self) -> int:
-        return len(self.sums)
+        return len(self.sums.keys() | self.pending.keys())
 
     @staticmethod
     def name(label: int) -> str:
@@ -115,7 +119,10 @@ class SpeakerTracker:
         return float(np.clip(adaptive, self.threshold - self.adapt, self.threshold + self.adapt))
 
     def similarities(self, embedding: np.ndarray) -> dict[int, float]:
-        return {k: float(unit(v) @ embedding) for k, v in self.sums.items()}
+        voices = dict(self.sums)
+        for k, v in self.pending.items():
+            voices[k] = voices.get(k, 0.0) + v
+        return {k: float(unit(v) @ embedding) for k, v in voices.items()}
 
     def peek(self, embedding: np.ndarray) -> int:
         """The speaker this embedding would get, changing nothing."""
@@ -144,6 +151,32 @@ class SpeakerTracker:
                 self.spread.add(sims[best])
         self._add(label, embedding, duration)
         return label
+
+    def guess(self, embedding: np.ndarray, duration: float, heard_s: float) -> int:
+        """An early final's speaker (``heard_s`` of voice in ``embedding``, ``duration`` of
+        it new): counted until its utterance ends and ``settle`` hands over to the
+        utterance's phrases, so nothing is learnt twice."""
+        sims = self.similarities(embedding)
+        best = max(sims, key=sims.__getitem__) if sims else None
+        can_found = self.n_speakers < self.max_speakers and heard_s >= self.min_new_s
+        if best is None or (sims[best] < self.join_threshold() and can_found):
+            if self.pending_from is None:
+                self.pending_from = self.next_label
+            label = self.next_label
+            self.next_label += 1
+        else:
+            label = best
+        self.pending[label] = self.pending.get(label, 0.0) + embedding * duration
+        return label
+
+    def settle(self) -> None:
+        """The open utterance ended: its early finals' voices give way to its phrases'
+        (labels they founded are free again unless a speaker kept them)."""
+        if self.pending_from is not None:
+            founded = range(self.pending_from, self.next_label)
+            if not any(k in self.sums for k in founded):
+                self.next_label = self.pending_from
+        self.pending, self.pending_from = {}, None
 
     def _add(self, label: int, embedding: np.ndarray, duration: float) -> None:
         self.sums[label] = self.sums.get(label, np.zeros_like(embedding)) + embedding * duration
