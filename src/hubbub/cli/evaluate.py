@@ -47,6 +47,10 @@ def evaluate(
             min=0, help="Also build N conversations from the manifest's single-speaker clips"
         ),
     ] = 0,
+    telephone: Annotated[
+        bool,
+        typer.Option(help="Also the built conversations as a phone call carries them (G.711)"),
+    ] = False,
     whole_file: Annotated[
         bool, typer.Option(help="Baseline: faster-whisper on whole files, no speakers")
     ] = False,
@@ -72,7 +76,7 @@ def evaluate(
     entries = entries[:limit] if limit else entries
     recordings = from_manifest(entries, manifest.parent)
     if built:
-        recordings += built_conversations(manifest, built)
+        recordings += built_conversations(manifest, built, telephone)
     if not recordings:
         fail("no entries to evaluate")
     settings = settings_from(model)

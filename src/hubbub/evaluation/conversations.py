@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import butter, sosfilt
 
 from hubbub.audio import SAMPLE_RATE
 from hubbub.decode import load_audio
@@ -47,6 +48,22 @@ def trimmed(audio: np.ndarray, floor_db: float = -35.0) -> np.ndarray:
     energy = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1)) + 1e-9
     loud = np.flatnonzero(20 * np.log10(energy / energy.max()) > floor_db)
     return audio[loud[0] * frame : (loud[-1] + 1) * frame]
+
+
+def telephone(audio: np.ndarray) -> np.ndarray:
+    """``audio`` as a phone call carries it: 300-3400 Hz, sampled at 8 kHz, G.711 mu-law
+    (8 bits), and back at 16 kHz (resampled by FFT, as cleanly as a good resampler)."""
+    band = butter(4, [300, 3400], "bandpass", fs=SAMPLE_RATE, output="sos")
+    spectrum = np.fft.rfft(sosfilt(band, audio))
+    half = len(audio) // 2
+    narrow = np.clip(np.fft.irfft(spectrum[: half // 2 + 1], half) / 2, -1.0, 1.0)
+    mu = 255.0
+    code = np.round(np.sign(narrow) * np.log1p(mu * np.abs(narrow)) / np.log1p(mu) * 127) / 127
+    decoded = np.sign(code) * np.expm1(np.abs(code) * np.log1p(mu)) / mu
+    wide = np.zeros(len(audio) // 2 + 1, complex)
+    coded = np.fft.rfft(decoded)
+    wide[: len(coded)] = coded * 2
+    return np.fft.irfft(wide, len(audio)).astype(np.float32)
 
 
 def speaker_of(entry_id: str) -> str | None:

@@ -17,6 +17,7 @@ import numpy as np
 from hubbub.decode import load_audio
 from hubbub.engines.base import Engine, EngineUpdate, SessionOptions
 from hubbub.evaluation.conversations import build_conversations
+from hubbub.evaluation.conversations import telephone as phone_call  # built(telephone=...)
 from hubbub.evaluation.metrics import (
     DerResult,
     StmSegment,
@@ -133,20 +134,28 @@ def from_manifest(entries: list[dict], root: Path) -> list[Recording]:
     return out
 
 
-def built(manifest: Path, count: int) -> list[Recording]:
-    """``count`` conversations built from the manifest's single-speaker clips."""
-    return [
-        Recording(
-            id=c.id,
-            category="built_conversations",
-            load=lambda audio=c.audio: audio,
-            text=" ".join(seg.text for seg in c.segments),
-            turns=c.turns,
-            words=c.segments,
-            speakers=c.speakers,
-        )
-        for c in build_conversations(manifest, count)
-    ]
+def built(manifest: Path, count: int, telephone: bool = False) -> list[Recording]:
+    """``count`` conversations built from the manifest's single-speaker clips; with
+    ``telephone``, the same ones again as a phone call carries them."""
+    out = []
+    for c in build_conversations(manifest, count):
+        kinds = [("built_conversations", c.id, lambda audio=c.audio: audio)]
+        if telephone:
+            phoned = c.id.replace("built/", "built/telephone/")
+            kinds.append(("built_telephone", phoned, lambda audio=c.audio: phone_call(audio)))
+        out += [
+            Recording(
+                id=rec_id,
+                category=category,
+                load=load,
+                text=" ".join(seg.text for seg in c.segments),
+                turns=c.turns,
+                words=c.segments,
+                speakers=c.speakers,
+            )
+            for category, rec_id, load in kinds
+        ]
+    return out
 
 
 def score(

@@ -120,4 +120,15 @@ class CpuEngineConfig(BaseModel):
         0.32, gt=0, le=2, description="audio per step: how late an utterance end is seen"
     )
     highpass_hz: float = Field(50.0, ge=0, le=300, description="high-pass before the VAD (0: off)")
+    # Telephone-band sessions (hubbub.engines.cpu.band): Silero scores their speech lower.
+    # Chosen on the tuning half of the built conversations through a phone channel
+    # (`hubbub eval --built 20 --telephone`, bench/speaker_sweep.py), onset / offset: DER,
+    # live DER, WER: 0.5 / 0.35 (the usual): 11.6%, 15.4%, 12.9%; 0.35 / 0.25: 11.2%, 17.3%,
+    # 11.7%; 0.25 / 0.15: 12.2%, 20.8%, 10.8%; 0.2 / 0.1: 12.8%, 23.9%, 10.2%. Lower ones
+    # find more words but join more turns into one utterance (more confused speakers).
+    telephone_db: float = Field(
+        -50.0, ge=-200, le=0, description="less energy above 4.2 kHz than this: a phone call"
+    )
+    telephone_onset: float = Field(0.35, ge=0, le=1, description="VAD onset on a phone call")
+    telephone_offset: float = Field(0.25, ge=0, le=1, description="VAD offset on a phone call")
     utterances: UtteranceConfig = Field(default_factory=UtteranceConfig)

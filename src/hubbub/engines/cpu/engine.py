@@ -28,6 +28,7 @@ from hubbub.engines.base import (
     EngineUpdate,
     SessionOptions,
 )
+from hubbub.engines.cpu.band import BandCheck
 from hubbub.engines.cpu.clusters import centre
 from hubbub.engines.cpu.commits import OpenText, Piece
 from hubbub.engines.cpu.config import CpuEngineConfig
@@ -51,6 +52,7 @@ STATE_EVERY_S = 5.0  # the speakers' state goes out at most this often, or with 
 @dataclass
 class CpuSession(EngineSession):
     highpass: HighPass = field(default_factory=HighPass)
+    band: BandCheck = field(default_factory=BandCheck)
     vad: VadStream = field(default_factory=VadStream)
     tracker: UtteranceTracker = field(default_factory=UtteranceTracker)
     speakers: SpeakerTracker = field(default_factory=SpeakerTracker)
@@ -145,6 +147,7 @@ class CpuEngine(Engine):
             id=session_id,
             options=options,
             highpass=HighPass(cfg.highpass_hz),
+            band=BandCheck(cfg.telephone_db),
             tracker=UtteranceTracker(cfg.utterances),
             speakers=SpeakerTracker(
                 max_speakers=min(options.max_speakers or cfg.max_speakers, cfg.max_speakers),
@@ -224,6 +227,11 @@ class CpuEngine(Engine):
         s = item.session
         assert isinstance(s, CpuSession)
         audio = s.highpass(item.audio)
+        if s.band.telephone is None and s.band.add(audio):
+            cfg = self.config
+            s.tracker.config = cfg.utterances.model_copy(
+                update={"onset": cfg.telephone_onset, "offset": cfg.telephone_offset}
+            )
         probs = self.vad(s.vad, audio)
         s.samples_in += len(audio)
         utterances = s.tracker.push(audio, probs)
