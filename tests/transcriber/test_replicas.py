@@ -105,7 +105,10 @@ def test_a_stream_goes_on_on_the_other_replica_when_its_replica_is_killed(postgr
     assert all(0 <= b - a <= 1 for a, b in itertools.pairwise(seqs)), seqs
     assert [s["speaker"] for s in stored] == [seg.speaker for seg in finals]
     text = " ".join(seg.text for seg in finals).lower()
-    for words in ("block books", "disposed young man", "antecedents", "typography"):
+    # The utterance the kill cut, "he was not an ill-disposed young man", on both sides
+    # of the cut (its "ill-disposed" is Whisper's to mishear: "old-sposed" was seen once
+    # the words before the cut were final).
+    for words in ("block books", "he was not", "young man", "antecedents", "typography"):
         assert words in text, f"{words!r} missing from {text!r}"
     # The same speakers: each voice heard both before and after the kill keeps its label.
     before = [s for s in finals if s.end <= KILL_AT_S - 2]
