@@ -250,6 +250,9 @@ def test_eval_prints_a_table_and_writes_json(
     # where the DER comes from: its three parts add up to it
     assert sum(diar["der_parts"].values()) == pytest.approx(diar["der"], abs=2e-4)
     assert summary["wer_single"]["der_parts"] is None
+    # the Picovoice clip's speakers never talk at once: nothing is out of reach
+    assert diar["overlap_floor"] == 0.0
+    assert summary["wer_single"]["overlap_floor"] is None
     by_id = {f["id"]: f for f in files}
     assert set(by_id) == set(EVAL_IDS)
     for f in files:

@@ -184,6 +184,13 @@ def test_der_overlapped_speech() -> None:
     assert result.false_alarm == 0.0
     assert result.confusion == pytest.approx(5.0)
     assert result.rate == pytest.approx(0.5)
+    # The overlap's second speaker is what one speaker at a time must miss.
+    assert result.overlap == pytest.approx(5.0)
+    # Three at once for 2 s: two of them beyond the first; a collar is not scored.
+    three = [Turn("A", 0, 10), Turn("B", 4, 6), Turn("C", 4, 6)]
+    assert der(three, hyp, collar=0.0).overlap == pytest.approx(4.0)
+    assert der(three, hyp, collar=0.25).overlap == pytest.approx(3.0)
+    assert (der(ref, hyp, collar=0.0) + der(three, hyp, collar=0.0)).overlap == pytest.approx(9.0)
 
 
 def test_der_speaker_counted_once_when_own_turns_overlap() -> None:

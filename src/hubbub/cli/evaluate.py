@@ -30,6 +30,14 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _missed(row: dict) -> str:
+    """Missed speech, and in brackets the overlapped speech a one-speaker-at-a-time
+    transcript cannot cover (``overlap_floor``): the part of the miss no tuning wins back."""
+    if row["der_parts"] is None:
+        return "-"
+    return f"{_pct(row['der_parts']['missed'])} ({_pct(row['overlap_floor'])})"
+
+
 def _both(live: float | None, refined: float | None) -> str:
     """``refined (live)``: the speakers finally stored, and as first given out."""
     if refined is None:
@@ -109,7 +117,8 @@ def evaluate(
         title=f"hubbub eval: {manifest.name} ({'whole-file' if whole_file else 'streaming'}), "
         f"collar {collar:g} s"
     )
-    for col in ("category", "files", "WER", "DER (live)", "cpWER (live)", "count exact (live)"):
+    columns = ("category", "files", "WER", "DER (live)", "missed (overlap)", "cpWER (live)")
+    for col in (*columns, "count exact (live)"):
         table.add_column(col, justify="right" if col != "category" else "left")
     for cat, row in totals.items():
         table.add_row(
@@ -117,6 +126,7 @@ def evaluate(
             str(row["files"]),
             _pct(row["wer"]),
             _both(row["live_der"], row["der"]),
+            _missed(row),
             _both(row["live_cpwer"], row["cpwer"]),
             _both(row["live_speaker_count_exact"], row["speaker_count_exact"]),
         )

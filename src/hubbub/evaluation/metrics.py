@@ -168,6 +168,11 @@ class WerResult:
 class DerResult:
     """Diarization error times in seconds; ``total`` is scored reference speaker time.
 
+    ``overlap`` is the scored reference time beyond one speaker at a time: what a
+    transcript that gives each moment one speaker must miss, however good. It is not an
+    error of its own (it is part of ``missed`` for such a transcript), but it says how much
+    of a DER no single-speaker labelling can win back.
+
     ``speaker_map`` (reference -> hypothesis label) is informational and is dropped when
     results are added together.
     """
@@ -176,6 +181,7 @@ class DerResult:
     false_alarm: float = 0.0
     confusion: float = 0.0
     total: float = 0.0
+    overlap: float = 0.0
     speaker_map: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -194,6 +200,7 @@ class DerResult:
             self.false_alarm + other.false_alarm,
             self.confusion + other.confusion,
             self.total + other.total,
+            self.overlap + other.overlap,
         )
 
 
@@ -338,6 +345,7 @@ def der(
         # Clamp float dust: correct time can never exceed the matched speaker time.
         confusion=max(0.0, float(scored @ np.minimum(n_ref, n_hyp)) - correct),
         total=float(scored @ n_ref),
+        overlap=float(scored @ np.maximum(n_ref - 1, 0)),
         speaker_map=speaker_map,
     )
 

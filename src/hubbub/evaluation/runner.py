@@ -70,6 +70,7 @@ class FileScore:
             "wer": r(self.wer),
             "der": r(self.der),
             "live_der": r(self.live_der),
+            "overlap": _overlap_floor([self.der]),
             "cpwer": r(self.cpwer),
             "live_cpwer": r(self.live_cpwer),
             "text": self.text,
@@ -275,6 +276,14 @@ def _der_parts(results: list[DerResult | None]) -> dict[str, float] | None:
     return {name: round(value / t.total, 4) for name, value in parts.items()}
 
 
+def _overlap_floor(results: list[DerResult | None]) -> float | None:
+    """Overlapped reference speech beyond its first speaker, as a share of the scored
+    reference time: the DER a one-speaker-at-a-time transcript cannot go below."""
+    items = [x for x in results if x is not None]
+    t = aggregate(items) if items else None
+    return round(t.overlap / t.total, 4) if t and t.total > 0 else None
+
+
 def _totals(group: list[FileScore]) -> dict:
     def total(results: list) -> float | None:
         items = [x for x in results if x is not None]
@@ -293,6 +302,7 @@ def _totals(group: list[FileScore]) -> dict:
         "der": total([s.der for s in group]),
         "live_der": total([s.live_der for s in group]),
         "der_parts": _der_parts([s.der for s in group]),
+        "overlap_floor": _overlap_floor([s.der for s in group]),
         "cpwer": total([s.cpwer for s in group]),
         "live_cpwer": total([s.live_cpwer for s in group]),
         "speaker_count_exact": exact("hyp_speakers"),
