@@ -78,11 +78,17 @@ class CachedAsr:
             self.path.write_bytes(pickle.dumps(self.cache))
 
 
-def recordings(data: Path, half: str, conversations: int) -> list[Recording]:
+def recordings(
+    data: Path, half: str, conversations: int, telephone: bool, categories: list[str] | None
+) -> list[Recording]:
     manifest = data / "manifest.json"
     entries = [e for e in load_manifest(manifest) if e["category"] in MULTI]
-    recs = from_manifest(entries, data) + built(manifest, conversations)
-    return [r for r in recs if half == "all" or r.split == half]
+    recs = from_manifest(entries, data) + built(manifest, conversations, telephone)
+    return [
+        r
+        for r in recs
+        if (half == "all" or r.split == half) and (not categories or r.category in categories)
+    ]
 
 
 def report(setting: str, scores: list[FileScore], files: bool) -> None:
@@ -115,10 +121,12 @@ def main() -> None:
     ap.add_argument("half", choices=["tune", "test", "all"])
     ap.add_argument("settings", nargs="+", help="CpuEngineConfig fields as JSON, one per run")
     ap.add_argument("--built", type=int, default=20, help="conversations built from clips")
+    ap.add_argument("--telephone", action="store_true", help="and them through a phone channel")
+    ap.add_argument("--category", action="append", help="only these categories (repeatable)")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/hubbub_asr_cache.pkl"))
     ap.add_argument("--files", action="store_true", help="also a line per recording")
     args = ap.parse_args()
-    recs = recordings(args.data, args.half, args.built)
+    recs = recordings(args.data, args.half, args.built, args.telephone, args.category)
     engine = CpuEngine(CpuEngineConfig())
     engine.warmup()
     asr = CachedAsr(engine.asr, args.cache)

@@ -6,7 +6,7 @@ import numpy as np
 
 from hubbub.audio import SAMPLE_RATE
 from hubbub.engines.cpu.config import UtteranceConfig
-from hubbub.engines.cpu.utterances import UtteranceTracker
+from hubbub.engines.cpu.utterances import Heard, UtteranceTracker
 from hubbub.engines.cpu.vad import FRAME
 
 
@@ -43,3 +43,28 @@ def test_without_a_quiet_moment_the_cut_comes_at_the_bound():
     utts, _ = _run([0.95] * int(4 * SAMPLE_RATE / FRAME), cfg)
     first_end = utts[0].start + len(utts[0].audio)
     assert 3.0 - FRAME / SAMPLE_RATE <= first_end / SAMPLE_RATE <= 3.0
+
+
+def test_heard_audio_is_cut_again_with_other_thresholds():
+    """A phone call's speech scores low: what the usual thresholds missed, the heard
+    chunks cut again with a call's find, at the same samples; and only the latest
+    seconds are kept."""
+    usual, call = UtteranceConfig(), UtteranceConfig(onset=0.35, offset=0.25)
+    second = SAMPLE_RATE // FRAME
+    probs = [0.0] * 2 * second + [0.4] * second + [0.0] * 2 * second  # speech at 2-3 s
+    audio = np.arange(len(probs) * FRAME, dtype=np.float32)
+    tracker, heard, closed = UtteranceTracker(usual), Heard(max_s=4.0), []
+    for i in range(0, len(probs), 10):
+        chunk, scores = audio[i * FRAME : (i + 10) * FRAME], np.array(probs[i : i + 10])
+        heard.add(tracker, chunk, scores)
+        closed += tracker.push(chunk, scores)
+    assert closed == [] and tracker.open_utterance() is None
+    assert heard.holds(tracker)
+
+    again, found = heard.recut(call)
+    assert len(found) == 1 and again.open_utterance() is None
+    start = 2 * second * FRAME - int(call.speech_pad_s * SAMPLE_RATE)
+    assert found[0].start == start
+    assert np.array_equal(found[0].audio, audio[start : found[0].end])
+    assert found[0].end_s >= 3.0
+    assert 4.0 * SAMPLE_RATE <= heard.samples < 4.0 * SAMPLE_RATE + 10 * FRAME

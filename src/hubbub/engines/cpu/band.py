@@ -7,7 +7,9 @@ or less for a decent one (-120 dB for the clips of the shared data put through
 dB or more (the lowest is JFK's 1961 broadcast; the next -33 dB). Silero's speech
 probabilities run lower on telephone-band speech (median 0.6 instead of 0.96 on the same
 speech): with the usual thresholds whole turns of a call went missing, so a session
-known to be telephone-band cuts utterances with lower ones (``CpuEngineConfig.telephone_*``).
+known to be telephone-band cuts utterances with lower ones (``CpuEngineConfig.telephone_*``),
+and the seconds heard before that was known again, if nothing of them was given out
+(``hubbub.engines.cpu.utterances.Heard``).
 """
 
 from __future__ import annotations

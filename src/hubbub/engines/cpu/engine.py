@@ -35,7 +35,7 @@ from hubbub.engines.cpu.config import CpuEngineConfig
 from hubbub.engines.cpu.embedder import HOP, SpeakerEmbedder, window_starts
 from hubbub.engines.cpu.phrases import Phrase, change_point, merge_short, phrases
 from hubbub.engines.cpu.speakers import SpeakerTracker
-from hubbub.engines.cpu.utterances import Utterance, UtteranceTracker
+from hubbub.engines.cpu.utterances import Heard, Utterance, UtteranceTracker
 from hubbub.engines.cpu.vad import FRAME, SileroVad, VadStream
 from hubbub.engines.cpu.whisper import AsrResult, WhisperAsr
 from hubbub.transcript import Segment, Word, join_words
@@ -55,6 +55,7 @@ class CpuSession(EngineSession):
     band: BandCheck = field(default_factory=BandCheck)
     vad: VadStream = field(default_factory=VadStream)
     tracker: UtteranceTracker = field(default_factory=UtteranceTracker)
+    heard: Heard = field(default_factory=Heard)  # until the band is known
     speakers: SpeakerTracker = field(default_factory=SpeakerTracker)
     last_partial_at: int = 0
     partial: Segment | None = None
@@ -166,6 +167,7 @@ class CpuEngine(Engine):
         # All state lives in the session object: dropping its buffers frees everything.
         assert isinstance(session, CpuSession)
         session.tracker = UtteranceTracker(self.config.utterances)
+        session.heard = Heard()
         session.speakers = SpeakerTracker()
         session.partial = None
         session.open_text = None
@@ -227,14 +229,16 @@ class CpuEngine(Engine):
         s = item.session
         assert isinstance(s, CpuSession)
         audio = s.highpass(item.audio)
-        if s.band.telephone is None and s.band.add(audio):
-            cfg = self.config
-            s.tracker.config = cfg.utterances.model_copy(
-                update={"onset": cfg.telephone_onset, "offset": cfg.telephone_offset}
-            )
         probs = self.vad(s.vad, audio)
         s.samples_in += len(audio)
+        undecided = s.band.telephone is None
+        if undecided:
+            s.heard.add(s.tracker, audio, probs)
         utterances = s.tracker.push(audio, probs)
+        if undecided and (verdict := s.band.add(audio)) is not None:
+            if verdict:
+                utterances = self._as_a_call(s, utterances)
+            s.heard = Heard()
         if item.flush:
             utterances += s.tracker.flush()
         open_utt = s.tracker.open_utterance()
@@ -255,6 +259,21 @@ class CpuEngine(Engine):
             s.partial = None
             s.open_text = None
         return _Work(s, closed, want_partial, flushed=item.flush)
+
+    def _as_a_call(self, s: CpuSession, utterances: list[Utterance]) -> list[Utterance]:
+        """The session is a phone call: its utterances are cut with a call's thresholds
+        from now on, and its last seconds again if nothing of them was given out yet
+        (Silero scores a call's speech lower: its first words, "Hello?", went missing)."""
+        cfg = self.config
+        call = cfg.utterances.model_copy(
+            update={"onset": cfg.telephone_onset, "offset": cfg.telephone_offset}
+        )
+        given_out = s.last_final is not None or (s.open_text is not None and s.open_text.words)
+        if utterances or given_out or not s.heard.holds(s.tracker):
+            s.tracker.config = call
+            return utterances
+        s.tracker, utterances = s.heard.recut(call)
+        return utterances
 
     @staticmethod
     def _text_of(

@@ -148,3 +148,41 @@ class UtteranceTracker:
         if drop:
             self.buffer = self.buffer[drop:]
             self.buffer_start += drop
+
+
+@dataclass
+class Heard:
+    """The latest chunks as a tracker took them (up to ``max_s`` of audio), so that they
+    can be cut again with other thresholds: a phone call is known only after a second or
+    two of it, and its first words were cut with thresholds that miss them."""
+
+    max_s: float = 5.0
+    # (absolute index of the chunk's first sample, the tracker's ``scored`` then, audio,
+    # the VAD scores of the frames it completed)
+    chunks: deque[tuple[int, int, np.ndarray, np.ndarray]] = field(default_factory=deque)
+    samples: int = 0
+
+    def add(self, tracker: UtteranceTracker, audio: np.ndarray, probs: np.ndarray) -> None:
+        """Note a chunk before ``tracker`` takes it."""
+        at = tracker.buffer_start + len(tracker.buffer)
+        self.chunks.append((at, tracker.scored, audio, probs))
+        self.samples += len(audio)
+        while self.samples - len(self.chunks[0][2]) >= self.max_s * SAMPLE_RATE:
+            self.samples -= len(self.chunks.popleft()[2])
+
+    def holds(self, tracker: UtteranceTracker) -> bool:
+        """Whether these chunks hold ``tracker``'s open utterance whole (or it has none)."""
+        if not self.chunks:
+            return False
+        return tracker.open_start is None or tracker.open_start >= self.chunks[0][0]
+
+    def recut(self, config: UtteranceConfig) -> tuple[UtteranceTracker, list[Utterance]]:
+        """A tracker with ``config`` that took these chunks instead, and what it closed."""
+        if not self.chunks:
+            raise ValueError("nothing heard to cut again")
+        first, scored = self.chunks[0][:2]
+        tracker = UtteranceTracker(config, buffer_start=first, scored=scored, last_end=first)
+        done: list[Utterance] = []
+        for _, _, audio, probs in self.chunks:
+            done += tracker.push(audio, probs)
+        return tracker, done
