@@ -6,13 +6,21 @@ The factory only chooses: each engine takes its own config from the settings as 
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 
 from hubbub.engines.base import Engine
 from hubbub.settings import Settings
 
+# Where a Linux machine shows an NVIDIA GPU (/dev/dxg: WSL2's). Without one there is no
+# CUDA to find, and importing torch to ask would cost ~180 MB of memory for nothing.
+GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")
+
 
 def cuda_available() -> bool:
     if importlib.util.find_spec("torch") is None:
+        return False
+    if sys.platform.startswith("linux") and not any(map(os.path.exists, GPU_NODES)):
         return False
     import torch
 
