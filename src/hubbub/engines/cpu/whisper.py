@@ -225,32 +225,39 @@ class WhisperAsr:
         forced = [list(p) for p in prefixes] if prefixes is not None else [[] for _ in audios]
         results: list[AsrResult | None] = [None] * len(audios)
 
-        def decode(rows: list[int], window: float) -> tuple[list[AsrResult], list[bool]]:
+        def decode(
+            rows: list[int], window: float, budget_s: float
+        ) -> tuple[list[AsrResult], list[bool]]:
             return self._run(
                 [audios[i] for i in rows],
                 [langs[i] for i in rows],
                 [forced[i] for i in rows],
                 window,
+                budget_s,
                 beam_size,
                 word_timestamps,
                 max_tokens_per_s,
             )
 
-        # One generate call per window size, and per mode: rows with a prefix decode
-        # without timestamps (see _run), and CTranslate2 wants one task-token count per call.
-        buckets: dict[tuple[float, bool], list[int]] = {}
+        # One generate call per window size, per token budget (the smallest window that
+        # holds the audio: a one-second utterance caught in a loop on an 18 s window ran
+        # on for its 92 tokens, ~1 s of beam search, and again on 30 s), and per mode: rows
+        # with a prefix decode without timestamps (see _run), and CTranslate2 wants one
+        # task-token count per call.
+        Key = tuple[float, float, bool]
+        buckets: dict[Key, list[int]] = {}
         for i, audio in enumerate(audios):
-            key = (self.window_for(len(audio), min_window_s), bool(forced[i]))
-            buckets.setdefault(key, []).append(i)
-        retry: dict[tuple[float, bool], list[int]] = {}
-        for (window, mode), rows in buckets.items():
-            got, closed = decode(rows, window)
+            key = (self.window_for(len(audio), min_window_s), self.window_for(len(audio)))
+            buckets.setdefault((*key, bool(forced[i])), []).append(i)
+        retry: dict[Key, list[int]] = {}
+        for (window, budget_s, mode), rows in buckets.items():
+            got, closed = decode(rows, window, budget_s)
             for i, result, ok in zip(rows, got, closed, strict=True):
                 results[i] = result
                 if not ok:
-                    retry.setdefault((MAX_WINDOW_S, mode), []).append(i)
-        for (window, _), rows in retry.items():
-            again, _ = decode(rows, window)
+                    retry.setdefault((MAX_WINDOW_S, budget_s, mode), []).append(i)
+        for (window, budget_s, _), rows in retry.items():
+            again, _ = decode(rows, window, budget_s)
             for i, result in zip(rows, again, strict=True):
                 results[i] = result
         return [r for r in results if r is not None]
@@ -261,6 +268,7 @@ class WhisperAsr:
         asked: list[str | None],
         prefixes: list[list[int]],
         window_s: float,
+        budget_s: float,
         beam_size: int,
         word_timestamps: bool,
         max_tokens_per_s: float,
@@ -278,9 +286,9 @@ class WhisperAsr:
             list(self._tokenizer(lang).sot_sequence) + ([tok.no_timestamps] if p else [])
             for lang, p in zip(langs, prefixes, strict=True)
         ]
-        # The budget follows the window (the most audio its bucket holds), not the batch's
+        # The budget follows a window bucket (the most audio it holds), not the batch's
         # longest utterance, so an utterance decodes the same in any batch.
-        budget = int(TOKEN_SLACK + max_tokens_per_s * (window_s - WINDOW_MARGIN_S))
+        budget = int(TOKEN_SLACK + max_tokens_per_s * (budget_s - WINDOW_MARGIN_S))
         generated = self.model.generate(
             encoded,
             [start + p for start, p in zip(starts, prefixes, strict=True)],
