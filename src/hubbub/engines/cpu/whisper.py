@@ -244,12 +244,12 @@ class WhisperAsr:
         # on for its 92 tokens, ~1 s of beam search, and again on 30 s), and per mode: rows
         # with a prefix decode without timestamps (see _run), and CTranslate2 wants one
         # task-token count per call.
-        Key = tuple[float, float, bool]
-        buckets: dict[Key, list[int]] = {}
+        buckets: dict[tuple[float, float, bool], list[int]] = {}
         for i, audio in enumerate(audios):
-            key = (self.window_for(len(audio), min_window_s), self.window_for(len(audio)))
-            buckets.setdefault((*key, bool(forced[i])), []).append(i)
-        retry: dict[Key, list[int]] = {}
+            window = self.window_for(len(audio), min_window_s)
+            budget_s = self.window_for(len(audio))
+            buckets.setdefault((window, budget_s, bool(forced[i])), []).append(i)
+        retry: dict[tuple[float, float, bool], list[int]] = {}
         for (window, budget_s, mode), rows in buckets.items():
             got, closed = decode(rows, window, budget_s)
             for i, result, ok in zip(rows, got, closed, strict=True):
