@@ -123,7 +123,9 @@ def test_partials_while_speaking_and_finals_are_final(cpu_engine, speech_dir):
     # While someone speaks, a fresh partial comes at least every ~1 s of audio.
     assert len(partial_times) >= 10
     assert np.median(gaps) <= 1.05
-    assert "acoustic corpus" in " ".join(s.text for s in finals).lower()
+    # The words, whichever way Whisper's int8 arithmetic falls on this CPU ("Corbus").
+    ref = (speech_dir / "MFA/acoustic_corpus.txt").read_text()
+    assert wer(ref, " ".join(s.text for s in finals)).rate <= 0.2
 
 
 def _early_finals(engine, audio: np.ndarray) -> tuple[list, int]:
@@ -175,16 +177,18 @@ def test_session_state_stays_bounded(cpu_engine, speech_dir):
     assert session.speakers.n_speakers >= 4
 
 
-def test_a_turn_under_low_frequency_drift_is_not_lost(cpu_engine, regressions_dir):
+def test_a_turn_under_low_frequency_drift_is_not_lost(cpu_engine, regressions_dir, speech_dir):
     """lost_turn: a recording whose speech rides on a slow drift of a few Hz, far larger
     than the speech itself. The VAD heard nothing in it, and 24.7 s of speech vanished
     (regressions/README.md). It must come out as text, like the rest."""
     audio = load_audio(regressions_dir / "lost_turn.16k.flac")
     transcripts = transcribe_many(cpu_engine, {"lost": audio})
     late = [s for s in transcripts["lost"].segments if s.start >= 17.6]
-    text = " ".join(s.text for s in late).lower()
-    # words from its start, middle and end (its "I have a cold" often comes out "call")
-    assert "acoustic" in text and "different words" in text and "all right" in text, text
+    text = " ".join(s.text for s in late)
+    # Most of its words, whichever way Whisper's int8 arithmetic falls on this CPU: 23-27%
+    # WER on two machines ("I have a cold" often comes out "call"); lost, it was 100%.
+    ref = (speech_dir / "MFA/cold_corpus.txt").read_text()
+    assert wer(ref, text).rate <= 0.4, text
     assert late[-1].end > 41.0
 
 
