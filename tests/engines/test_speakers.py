@@ -3,6 +3,8 @@ changes, the encoder, clustering, live guesses and the second looks that revise 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -179,6 +181,41 @@ def test_a_quick_exchange_is_two_speakers_as_the_words_turn_final(cpu_engine, sp
     assert len(live_first) == len(live_second) == 1, (given, said)
     assert live_first != live_second, (given, said)
     assert len(t.speakers) == 2, said
+
+
+def test_a_copy_of_a_tracker_is_left_as_it_was_by_what_the_tracker_does_next():
+    """The engine copies each session before a step to roll a failed step back to; the
+    tracker's copy shares its arrays and id lists, so nothing may change them in place."""
+    rng = np.random.default_rng(4)
+    voices = [unit(rng.standard_normal(32)) for _ in range(3)]
+
+    def near(v: np.ndarray) -> np.ndarray:
+        return unit(v + 0.05 * rng.standard_normal(32))
+
+    def seen(t: SpeakerTracker) -> tuple:
+        items = [
+            (it.segment_ids.copy(), it.embedding.copy(), it.duration, it.label) for it in t.items
+        ]
+        spread = None if t.spread is None else (t.spread.mean, t.spread.var, t.spread.n)
+        sums = {k: v.copy() for k, v in t.sums.items()}
+        return items, spread, sums, dict(t.seconds), t.next_label, t.since_refine_s
+
+    tracker = SpeakerTracker(threshold=0.99, adapt=0.0, max_items=6)
+    for i, v in enumerate([voices[0], voices[1], voices[0], voices[1]]):
+        e = near(v)
+        tracker.remember([f"s{i}"], e, 2.0, tracker.assign(e, 2.0))
+    before = seen(tracker)
+    saved = copy.deepcopy(tracker)
+    tracker.guess(near(voices[2]), 1.0, heard_s=1.5)
+    for i in range(4, 9):  # past max_items: the oldest merge
+        e = near(voices[i % 3])
+        tracker.remember([f"s{i}"], e, 2.0, tracker.assign(e, 2.0))
+    tracker.settle()
+    assert tracker.refine()  # a second look relabels items in place
+    after = seen(saved)
+    assert saved.pending == {} and saved.pending_from is None
+    for was, now in zip(before, after, strict=True):
+        np.testing.assert_equal(now, was)
 
 
 def test_early_guesses_count_until_their_utterance_ends():

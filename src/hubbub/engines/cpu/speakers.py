@@ -13,6 +13,7 @@ are merged into one item.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 
@@ -73,6 +74,18 @@ class SpeakerTracker:
     # so that a speaker who takes over mid-utterance is told apart before it does.
     pending: dict[int, np.ndarray] = field(default_factory=dict)  # label -> weighted sum
     pending_from: int | None = None  # next_label before they founded any
+
+    def __deepcopy__(self, memo: dict) -> SpeakerTracker:
+        """A copy to roll a failed engine step back to, made every step: its containers
+        are new, the arrays and id lists in them shared. Nothing here changes those in
+        place (every update makes new ones), and a field-by-field deep copy of 400 kept
+        items cost ~4 ms a step, a step otherwise ~1 ms."""
+        new = copy.copy(self)
+        new.sums, new.seconds, new.pending = dict(self.sums), dict(self.seconds), dict(self.pending)
+        new.items = [Item(it.segment_ids, it.embedding, it.duration, it.label) for it in self.items]
+        new.spread = copy.copy(self.spread)
+        memo[id(self)] = new
+        return new
 
     @property
     def n_speakers(self) -> int:
