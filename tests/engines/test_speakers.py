@@ -21,6 +21,11 @@ def _words(spec: list[tuple[str, float, float]]) -> list[Word]:
     return [Word(text=t, start=a, end=b) for t, a, b in spec]
 
 
+def near(rng: np.random.Generator, v: np.ndarray) -> np.ndarray:
+    """A segment's voice: ``v`` a little off, as one speaker's segments are."""
+    return unit(v + 0.05 * rng.standard_normal(32))
+
+
 def test_phrases_break_at_sentence_ends_and_pauses_and_short_ones_join():
     words = _words(
         [
@@ -189,9 +194,6 @@ def test_a_copy_of_a_tracker_is_left_as_it_was_by_what_the_tracker_does_next():
     rng = np.random.default_rng(4)
     voices = [unit(rng.standard_normal(32)) for _ in range(3)]
 
-    def near(v: np.ndarray) -> np.ndarray:
-        return unit(v + 0.05 * rng.standard_normal(32))
-
     def seen(t: SpeakerTracker) -> tuple:
         items = [
             (it.segment_ids.copy(), it.embedding.copy(), it.duration, it.label) for it in t.items
@@ -202,13 +204,13 @@ def test_a_copy_of_a_tracker_is_left_as_it_was_by_what_the_tracker_does_next():
 
     tracker = SpeakerTracker(threshold=0.99, adapt=0.0, max_items=6)
     for i, v in enumerate([voices[0], voices[1], voices[0], voices[1]]):
-        e = near(v)
+        e = near(rng, v)
         tracker.remember([f"s{i}"], e, 2.0, tracker.assign(e, 2.0))
     before = seen(tracker)
     saved = copy.deepcopy(tracker)
-    tracker.guess(near(voices[2]), 1.0, heard_s=1.5)
+    tracker.guess(near(rng, voices[2]), 1.0, heard_s=1.5)
     for i in range(4, 9):  # past max_items: the oldest merge
-        e = near(voices[i % 3])
+        e = near(rng, voices[i % 3])
         tracker.remember([f"s{i}"], e, 2.0, tracker.assign(e, 2.0))
     tracker.settle()
     assert tracker.refine()  # a second look relabels items in place
@@ -244,17 +246,14 @@ def test_a_tracker_goes_on_from_another_replicas_export():
     rng = np.random.default_rng(3)
     voices = [unit(rng.standard_normal(32)) for _ in range(4)]
 
-    def near(v: np.ndarray) -> np.ndarray:
-        return unit(v + 0.05 * rng.standard_normal(32))
-
     old = SpeakerTracker(max_speakers=4)
-    assert [old.assign(near(v), 3.0) for v in (voices[0], voices[1], voices[0])] == [0, 1, 0]
+    assert [old.assign(near(rng, v), 3.0) for v in (voices[0], voices[1], voices[0])] == [0, 1, 0]
     new = SpeakerTracker(max_speakers=4)
     new.restore(old.export())
     assert new.next_label == 2 and new.seconds == pytest.approx({0: 6.0, 1: 3.0}, abs=1e-3)
-    assert [new.assign(near(v), 3.0) for v in (voices[1], voices[0], voices[2])] == [1, 0, 2]
+    assert [new.assign(near(rng, v), 3.0) for v in (voices[1], voices[0], voices[2])] == [1, 0, 2]
     for i, v in enumerate((voices[1], voices[0], voices[2])):
-        new.remember([f"n{i}"], near(v), 3.0, new.assign(near(v), 3.0))
+        new.remember([f"n{i}"], near(rng, v), 3.0, new.assign(near(rng, v), 3.0))
     assert new.refine() == {}  # the old voices held their labels
     with pytest.raises(ValueError):
         SpeakerTracker(max_speakers=1).restore(old.export())  # two voices, room for one
